@@ -1,0 +1,205 @@
+// The only file that knows about Python. It checks arguments, releases the GIL and calls ops;
+// it does no arithmetic of its own.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+#include "qshard/dispatch.hpp"
+#include "qshard/ops.hpp"
+#include "qshard/parallel.hpp"
+
+namespace py = pybind11;
+using namespace qshard;
+
+namespace {
+
+const char* dtype_name(const py::array& a) {
+    static thread_local std::string name;
+    name = py::str(a.dtype()).cast<std::string>();
+    return name.c_str();
+}
+
+// A C-contiguous array of exactly T (native byte order); otherwise TypeError naming the argument.
+template <class T>
+void require(const py::array& a, const char* fn, const char* arg, const char* expected) {
+    if (!a.dtype().is(py::dtype::of<T>()))
+        throw py::type_error(std::string(fn) + ": " + arg + " must be a " + expected + " array, got " + dtype_name(a));
+    if (!(a.flags() & py::array::c_style))
+        throw py::type_error(std::string(fn) + ": " + arg + " must be C-contiguous (use numpy.ascontiguousarray)");
+}
+
+template <class T>
+T* writable(py::array& a, const char* fn, const char* arg, const char* expected, size_t n) {
+    require<T>(a, fn, arg, expected);
+    if (!a.writeable()) throw py::value_error(std::string(fn) + ": " + arg + " is read-only");
+    if (static_cast<size_t>(a.size()) != n)
+        throw py::value_error(std::string(fn) + ": " + arg + " has " + std::to_string(a.size()) +
+                              " elements, expected " + std::to_string(n));
+    return static_cast<T*>(a.mutable_data());
+}
+
+py::tuple params_tuple(const AffineParams& p) { return py::make_tuple(p.min, p.scale, p.max); }
+
+py::tuple quantize_py(const py::array& x, py::array& out, uint32_t qmax, const std::string& isa, unsigned threads) {
+    require<float>(x, "quantize", "x", "float32");
+    const size_t n = static_cast<size_t>(x.size());
+    void* dst = qmax == 255 ? static_cast<void*>(writable<uint8_t>(out, "quantize", "out", "uint8", n))
+                            : static_cast<void*>(writable<uint16_t>(out, "quantize", "out", "uint16", n));
+    const Kernels& k = kernels_for(isa);
+    const float* src = static_cast<const float*>(x.data());
+    AffineParams p;
+    {
+        py::gil_scoped_release release;
+        p = quantize(k, src, n, qmax, dst, threads);
+    }
+    return params_tuple(p);
+}
+
+void quantize_with_py(const py::array& x, py::array& out, double min, double scale, double max, uint32_t qmax,
+                      const std::string& isa, unsigned threads) {
+    require<float>(x, "quantize_with", "x", "float32");
+    const size_t n = static_cast<size_t>(x.size());
+    void* dst = qmax == 255 ? static_cast<void*>(writable<uint8_t>(out, "quantize_with", "out", "uint8", n))
+                            : static_cast<void*>(writable<uint16_t>(out, "quantize_with", "out", "uint16", n));
+    const Kernels& k = kernels_for(isa);
+    AffineParams p;
+    p.min = min;
+    p.scale = scale;
+    p.max = max;
+    p.qmax = qmax;
+    const float* src = static_cast<const float*>(x.data());
+    py::gil_scoped_release release;
+    quantize_with(k, src, n, p, dst, threads);
+}
+
+void dequantize_py(const py::array& q, py::array& out, double min, double scale, const std::string& isa,
+                   unsigned threads) {
+    unsigned code_bytes;
+    if (q.dtype().is(py::dtype::of<uint8_t>()))
+        code_bytes = 1;
+    else if (q.dtype().is(py::dtype::of<uint16_t>()))
+        code_bytes = 2;
+    else
+        throw py::type_error(std::string("dequantize: codes must be a uint8 or uint16 array, got ") + dtype_name(q));
+    if (!(q.flags() & py::array::c_style)) throw py::type_error("dequantize: codes must be C-contiguous");
+    const size_t n = static_cast<size_t>(q.size());
+    bool to_int32;
+    void* dst;
+    if (out.dtype().is(py::dtype::of<int32_t>())) {
+        to_int32 = true;
+        dst = writable<int32_t>(out, "dequantize", "out", "int32", n);
+    } else {
+        to_int32 = false;
+        dst = writable<float>(out, "dequantize", "out", "float32 (or int32)", n);
+    }
+    const Kernels& k = kernels_for(isa);
+    const void* src = q.data();
+    py::gil_scoped_release release;
+    dequantize(k, src, n, code_bytes, min, scale, to_int32, dst, threads);
+}
+
+void f16_from_f32_py(const py::array& x, py::array& out, const std::string& isa, unsigned threads) {
+    require<float>(x, "f16_from_f32", "x", "float32");
+    const size_t n = static_cast<size_t>(x.size());
+    uint16_t* dst = writable<uint16_t>(out, "f16_from_f32", "out", "uint16 (float16 bits)", n);
+    const Kernels& k = kernels_for(isa);
+    const float* src = static_cast<const float*>(x.data());
+    py::gil_scoped_release release;
+    f16_from_f32(k, src, n, dst, threads);
+}
+
+void f32_from_f16_py(const py::array& h, py::array& out, const std::string& isa, unsigned threads) {
+    require<uint16_t>(h, "f32_from_f16", "h", "uint16 (float16 bits)");
+    const size_t n = static_cast<size_t>(h.size());
+    float* dst = writable<float>(out, "f32_from_f16", "out", "float32", n);
+    const Kernels& k = kernels_for(isa);
+    const uint16_t* src = static_cast<const uint16_t*>(h.data());
+    py::gil_scoped_release release;
+    f32_from_f16(k, src, n, dst, threads);
+}
+
+py::tuple minmax_py(const py::array& x, const std::string& isa, unsigned threads) {
+    require<float>(x, "minmax", "x", "float32");
+    const Kernels& k = kernels_for(isa);
+    const float* src = static_cast<const float*>(x.data());
+    const size_t n = static_cast<size_t>(x.size());
+    MinMaxKeys keys;
+    {
+        py::gil_scoped_release release;
+        keys = minmax(k, src, n, threads);
+    }
+    const bool has_nan = keys.lo < kKeyMinusInf || keys.hi > kKeyPlusInf;
+    if (n == 0) return py::make_tuple(py::none(), py::none(), false);
+    return py::make_tuple(key_float(keys.lo), key_float(keys.hi), has_nan);
+}
+
+// Ceiling kernels for the benchmark: raw buffers of uint32 words in, bytes out.
+uint32_t ceiling_read_py(const py::array& in, const std::string& isa, unsigned threads) {
+    require<uint32_t>(in, "ceiling_read", "in", "uint32");
+    const Kernels& k = kernels_for(isa);
+    const void* src = in.data();
+    const size_t n = static_cast<size_t>(in.size());
+    py::gil_scoped_release release;
+    return ceiling_read(k, src, n, threads);
+}
+
+void ceiling_narrow_py(const py::array& in, py::array& out, const std::string& isa, unsigned threads) {
+    require<uint32_t>(in, "ceiling_narrow", "in", "uint32");
+    const size_t n = static_cast<size_t>(in.size());
+    const unsigned out_bytes = static_cast<unsigned>(out.itemsize());
+    if (out_bytes != 1 && out_bytes != 2) throw py::type_error("ceiling_narrow: out must be uint8 or uint16");
+    if (!(out.flags() & py::array::c_style) || static_cast<size_t>(out.size()) != n || !out.writeable())
+        throw py::value_error("ceiling_narrow: out must be a writable C-contiguous array as long as in");
+    const Kernels& k = kernels_for(isa);
+    const void* src = in.data();
+    void* dst = out.mutable_data();
+    py::gil_scoped_release release;
+    ceiling_narrow(k, src, n, out_bytes, dst, threads);
+}
+
+void ceiling_widen_py(const py::array& in, py::array& out, const std::string& isa, unsigned threads) {
+    const unsigned in_bytes = static_cast<unsigned>(in.itemsize());
+    if (in_bytes != 1 && in_bytes != 2) throw py::type_error("ceiling_widen: in must be uint8 or uint16");
+    if (!(in.flags() & py::array::c_style)) throw py::type_error("ceiling_widen: in must be C-contiguous");
+    const size_t n = static_cast<size_t>(in.size());
+    uint32_t* dst = writable<uint32_t>(out, "ceiling_widen", "out", "uint32", n);
+    const Kernels& k = kernels_for(isa);
+    const void* src = in.data();
+    py::gil_scoped_release release;
+    ceiling_widen(k, src, n, in_bytes, dst, threads);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "qshard's C++ kernels (use the qshard package, not this module, directly)";
+    // std::invalid_argument from ops becomes ValueError (pybind11's default translation).
+#define QSHARD_ISA_THREADS py::arg("isa") = std::string(), py::arg("threads") = 0u
+
+    m.def("isa", [] { return std::string(active_kernels().name); }, "Name of the instruction set used by default.");
+    m.def("available_isas", &available_isas, "Instruction sets this CPU can run, 'serial' first.");
+    m.def("set_isa", &set_active_isa, py::arg("name"),
+          "Make `name` the default instruction set for this process ('' = the best available).");
+    m.def("get_num_threads", &default_threads, "Threads a call uses when it asks for 0.");
+    m.def("set_num_threads", &set_default_threads, py::arg("threads"), "Set the default thread count (0 = automatic).");
+    m.def("affine_params", [](double lo, double hi, uint32_t qmax) { return params_tuple(affine_params(lo, hi, qmax)); },
+          py::arg("lo"), py::arg("hi"), py::arg("qmax"), "tensorflowjs's (min, scale, max) for a range.");
+    m.def("minmax", &minmax_py, py::arg("x"), QSHARD_ISA_THREADS, "(min, max, has_nan) of a float32 array.");
+    m.def("quantize_u8", [](const py::array& x, py::array& out, const std::string& i, unsigned t) {
+              return quantize_py(x, out, 255, i, t); },
+          py::arg("x"), py::arg("out"), QSHARD_ISA_THREADS, "Quantize float32 to uint8 codes; returns (min, scale, max).");
+    m.def("quantize_u16", [](const py::array& x, py::array& out, const std::string& i, unsigned t) {
+              return quantize_py(x, out, 65535, i, t); },
+          py::arg("x"), py::arg("out"), QSHARD_ISA_THREADS, "Quantize float32 to uint16 codes; returns (min, scale, max).");
+    m.def("quantize_with", &quantize_with_py, py::arg("x"), py::arg("out"), py::arg("min"), py::arg("scale"),
+          py::arg("max"), py::arg("qmax"), QSHARD_ISA_THREADS, "Quantize with given parameters.");
+    m.def("dequantize", &dequantize_py, py::arg("codes"), py::arg("out"), py::arg("min"), py::arg("scale"), QSHARD_ISA_THREADS,
+          "codes * scale + min into a float32 (or rounded into an int32) array.");
+    m.def("f16_from_f32", &f16_from_f32_py, py::arg("x"), py::arg("out"), QSHARD_ISA_THREADS);
+    m.def("f32_from_f16", &f32_from_f16_py, py::arg("h"), py::arg("out"), QSHARD_ISA_THREADS);
+    m.def("ceiling_read", &ceiling_read_py, py::arg("words"), QSHARD_ISA_THREADS);
+    m.def("ceiling_narrow", &ceiling_narrow_py, py::arg("words"), py::arg("out"), QSHARD_ISA_THREADS);
+    m.def("ceiling_widen", &ceiling_widen_py, py::arg("codes"), py::arg("out"), QSHARD_ISA_THREADS);
+}

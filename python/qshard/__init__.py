@@ -1,0 +1,60 @@
+"""qshard: fast, exact weight quantization for TensorFlow.js web models and TFLite.
+
+    >>> import numpy as np, qshard
+    >>> codes, params = qshard.quantize(np.array([0, -0.1, 1.2], np.float32), "uint8")
+    >>> codes.tolist(), params.min, params.scale
+    ([20, 0, 255], -0.10196078817049663, 0.0050980394085248315)
+"""
+from __future__ import annotations
+
+import os as _os
+
+from . import _core
+from .kernels import (QuantParams, affine_params, dequantize, float16_bits, minmax, quantize,
+                      quantize_with)
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("qshard")
+except Exception:  # running from a source tree
+    __version__ = "0.0.0+unknown"
+
+
+def isa() -> str:
+    """The instruction set the kernels use by default ('serial' or 'avx2')."""
+    return _core.isa()
+
+
+def available_isas() -> list:
+    """Instruction sets this CPU can run, the serial reference first."""
+    return list(_core.available_isas())
+
+
+def set_isa(name: str = "") -> None:
+    """Force an instruction set for this process ('serial' = the scalar reference; '' = best)."""
+    _core.set_isa(name)
+
+
+def get_num_threads() -> int:
+    """Threads a call uses by default (QSHARD_NUM_THREADS, else the usable cores)."""
+    return _core.get_num_threads()
+
+
+def set_num_threads(threads: int = 0) -> None:
+    """Set the default thread count (0 = automatic)."""
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, got {threads}")
+    _core.set_num_threads(threads)
+
+
+if _os.environ.get("QSHARD_ISA"):
+    try:
+        _core.set_isa(_os.environ["QSHARD_ISA"])
+    except ValueError as _error:
+        raise ImportError(f"QSHARD_ISA={_os.environ['QSHARD_ISA']!r}: {_error}; "
+                          f"available here: {', '.join(_core.available_isas())}") from None
+
+__all__ = ["QuantParams", "affine_params", "available_isas", "dequantize", "float16_bits",
+           "get_num_threads", "isa", "minmax", "quantize", "quantize_with", "set_isa", "set_num_threads",
+           "__version__"]

@@ -1,0 +1,52 @@
+import os
+
+import numpy as np
+import pytest
+
+import qshard
+from qshard import reference
+
+ISAS = qshard.available_isas()
+SIMD_ISAS = [isa for isa in ISAS if isa != "serial"]
+
+# Lengths around every vector width the kernels use (8, 16, 32 lanes) and the thread split.
+LENGTHS = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 1000,
+           4093, 4094, 4095, 4096, 4097, 4098, 4099, (1 << 20) + 3]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def tfjs_quantization():
+    """tensorflowjs 4.22's quantization.py, the official behaviour qshard must match."""
+    try:
+        return reference.load("quantization")
+    except reference.ReferenceUnavailable as error:
+        if os.environ.get("QSHARD_REQUIRE_REFERENCE"):
+            pytest.fail(f"QSHARD_REQUIRE_REFERENCE is set but {error}")
+        pytest.skip(f"SKIPPING COMPARISON WITH THE OFFICIAL CONVERTER: {error}")
+
+
+def distributions(rng, n):
+    """Named float32 arrays of length n that stress different parts of the kernels."""
+    ties = np.round(rng.standard_normal(n) * 40) / 2  # many exact .5 multiples
+    return {
+        "normal": rng.standard_normal(n),
+        "uniform": rng.uniform(-3, 7, n),
+        "positive": rng.uniform(1000.0, 1000.5, n),
+        "negative": -rng.exponential(2.0, n) - 0.25,
+        "constant": np.full(n, 0.375),
+        "ties": ties,
+        "huge": rng.standard_normal(n) * 1e37,
+        "tiny": rng.standard_normal(n) * 1e-38,
+        "subnormal": rng.standard_normal(n) * 1e-42,
+        "narrow": 1.0 + rng.uniform(0, 1e-6, n),
+        "sparse": np.where(rng.random(n) < 0.9, 0.0, rng.standard_normal(n)),
+    }
+
+
+def as_f32(a):
+    return np.ascontiguousarray(a, dtype=np.float32)
