@@ -178,3 +178,21 @@ def test_hypothesis_float16_serial_vs_simd(x):
         expected = x.astype(np.float16).view(np.uint16).tobytes()
     assert all(o == outs[0] for o in outs)
     assert outs[0] == expected
+
+
+@pytest.mark.parametrize("simd", SIMD_ISAS)
+def test_float16_large_streaming(simd):
+    # Outputs of >= 4 MiB take the non-temporal path; unaligned outputs take its scalar head.
+    rng = np.random.default_rng(17)
+    n = (1 << 21) + 37
+    x = as_f32(rng.standard_normal(n + 1) * 100)[1:]
+    x[rng.integers(0, n, 50)] = np.nan
+    ref = qshard.quantize(x, "float16", isa="serial", threads=1)[0]
+    for threads in (1, 2):
+        out = np.empty(n + 1, np.float16)[1:]
+        got = qshard.quantize(x, "float16", isa=simd, threads=threads, out=out)[0]
+        assert same(ref.view(np.uint16), got.view(np.uint16))
+        back_ref = qshard.dequantize(ref, qshard.QuantParams("float16"), isa="serial", threads=1)
+        back_out = np.empty(n + 3, np.float32)[3:]
+        back = qshard.dequantize(ref, qshard.QuantParams("float16"), isa=simd, threads=threads, out=back_out)
+        assert same(back_ref.view(np.uint32), back.view(np.uint32))

@@ -44,7 +44,9 @@ AffineParams quantize(const Kernels& k, const float* x, size_t n, uint32_t qmax,
         throw std::invalid_argument(std::string("the tensor contains ") + (std::isinf(lo) ? "-Inf" : "+Inf") +
                                     ", which has no affine quantization");
     p = affine_params(lo, hi, qmax);
+    p.clip = false;  // x is within [lo, hi] by construction
     quantize_with(k, x, n, p, out, threads);
+    p.clip = true;
     return p;
 }
 

@@ -41,15 +41,23 @@ def parse_size(text: str) -> int:
     return value
 
 
+def best_times(fns: List[Callable[[], object]], repeat: int) -> List[float]:
+    """Fastest of `repeat` timed calls of each function, after a warm-up; the functions take turns,
+    so a machine that speeds up or slows down during the run affects them alike."""
+    for fn in fns:
+        fn()
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
 def best_time(fn: Callable[[], object], repeat: int) -> float:
     """Fastest of `repeat` timed calls after one warm-up call."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_times([fn], repeat)[0]
 
 
 def cpu_name() -> str:
@@ -70,7 +78,7 @@ def _numpy_quantize(x: np.ndarray, qmax: int, dtype) -> np.ndarray:
 
 
 def run(n: int, threads_list: List[int], isas: List[str], repeat: int = 5,
-        progress: Optional[Callable[[str], None]] = None) -> Dict[str, object]:
+        progress: Optional[Callable[[str], None]] = None, kernels: Optional[List[str]] = None) -> Dict[str, object]:
     """Measure every kernel; returns {'machine': {...}, 'rows': [Row, ...]}."""
     say = progress or (lambda _msg: None)
     rng = np.random.default_rng(0)
@@ -89,14 +97,16 @@ def run(n: int, threads_list: List[int], isas: List[str], repeat: int = 5,
     best_isa = _core.available_isas()[-1]
 
     # kernel -> (ours(isa, threads), numpy(), tensorflowjs() or None, ceiling(threads) -> seconds, output)
+    # A ceiling is one or two memory-bound passes (quantize reads its input twice); each returns
+    # the passes as callables for a thread count, timed beside the kernels.
     def ceiling_read(t):
-        return best_time(lambda: _core.ceiling_read(words, best_isa, t), repeat)
+        return [lambda: _core.ceiling_read(words, best_isa, t)]
 
     def ceiling_narrow(out):
-        return lambda t: best_time(lambda: _core.ceiling_narrow(words, out, best_isa, t), repeat)
+        return lambda t: [lambda: _core.ceiling_narrow(words, out, best_isa, t)]
 
     def ceiling_widen(codes):
-        return lambda t: best_time(lambda: _core.ceiling_widen(codes, i32, best_isa, t), repeat)
+        return lambda t: [lambda: _core.ceiling_widen(codes, i32, best_isa, t)]
 
     def two_pass(narrow):
         return lambda t: ceiling_read(t) + narrow(t)
@@ -129,6 +139,8 @@ def run(n: int, threads_list: List[int], isas: List[str], repeat: int = 5,
     data_bytes = 4 * n
     rows: List[Row] = []
     for kernel, (ours, numpy_fn, tfjs_fn, ceiling_fn, output) in specs.items():
+        if kernels and not any(k in kernel for k in kernels):
+            continue
         say(f"{kernel}: numpy")
         t_numpy = best_time(numpy_fn, repeat)
         t_tfjs = None
@@ -140,13 +152,17 @@ def run(n: int, threads_list: List[int], isas: List[str], repeat: int = 5,
             ours("serial", 0)
             reference_bytes = output.tobytes()
         for threads in threads_list:
-            say(f"{kernel}: ceiling, {threads} thread(s)")
-            t_ceiling = ceiling_fn(threads)
+            say(f"{kernel}: {', '.join(isas)} and the memory ceiling, {threads} thread(s)")
+            passes = ceiling_fn(threads)
+            kernels_now = [(lambda isa=isa: ours(isa, threads)) for isa in isas]
+            times = best_times(passes + kernels_now, repeat)
+            t_ceiling = sum(times[:len(passes)])
             rows.append(Row(kernel, "memory ceiling", threads, t_ceiling, data_bytes / t_ceiling / 1e9, 1.0))
-            for isa in isas:
-                say(f"{kernel}: {isa}, {threads} thread(s)")
-                t = best_time(lambda: ours(isa, threads), repeat)
-                exact = None if output is None else output.tobytes() == reference_bytes
+            for isa, t in zip(isas, times[len(passes):]):
+                exact = None
+                if output is not None:
+                    ours(isa, threads)
+                    exact = output.tobytes() == reference_bytes
                 rows.append(Row(kernel, f"qshard {isa}", threads, t, data_bytes / t / 1e9, t_ceiling / t,
                                 t_numpy / t, (t_tfjs / t) if t_tfjs else None, exact))
         rows.append(Row(kernel, "numpy", 1, t_numpy, data_bytes / t_numpy / 1e9,
@@ -191,7 +207,8 @@ def to_json(result: Dict[str, object]) -> str:
     return json.dumps({"machine": result["machine"], "rows": [asdict(r) for r in result["rows"]]}, indent=1)
 
 
-def main(size: str, threads: Optional[str], isas: Optional[str], repeat: int, as_json: bool, quiet: bool) -> int:
+def main(size: str, threads: Optional[str], isas: Optional[str], repeat: int, as_json: bool, quiet: bool,
+         kernels: Optional[str] = None) -> int:
     n = parse_size(size)
     cores = _core.get_num_threads()
     if threads:
@@ -217,7 +234,10 @@ def main(size: str, threads: Optional[str], isas: Optional[str], repeat: int, as
             sys.stderr.write(f"\r\033[K{message}")
             sys.stderr.flush()
 
-    result = run(n, threads_list, isa_list, repeat, progress)
+    selected = [k.strip() for k in kernels.split(",")] if kernels else None
+    result = run(n, threads_list, isa_list, repeat, progress, selected)
+    if not result["rows"]:
+        raise ValueError(f"--kernel: {kernels!r} matches no kernel (minmax, quantize, dequantize, float16)")
     if interactive:
         sys.stderr.write("\r\033[K")
     print(to_json(result) if as_json else format_table(result))

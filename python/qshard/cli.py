@@ -23,6 +23,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--size", default="64M", help="elements per array: 4M, 64M, 1048576, ... (default 64M)")
     bench.add_argument("--threads", help="comma-separated thread counts (default: 1 and all cores)")
     bench.add_argument("--isa", help="comma-separated instruction sets (default: all this CPU has)")
+    bench.add_argument("--kernel", help="only kernels whose name contains one of these comma-separated words "
+                                        "(e.g. quantize,float16)")
     bench.add_argument("--repeat", type=int, default=5, help="timed runs per figure; the best is kept (default 5)")
     bench.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
     bench.add_argument("-q", "--quiet", action="store_true", help="no progress on the terminal")
@@ -39,7 +41,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "bench":
             from . import bench
-            return bench.main(args.size, args.threads, args.isa, args.repeat, args.json, args.quiet)
+            return bench.main(args.size, args.threads, args.isa, args.repeat, args.json, args.quiet, args.kernel)
         if args.command == "info":
             print(f"qshard {__version__}\ninstruction sets: {', '.join(_core.available_isas())} "
                   f"(default: {_core.isa()})\nthreads: {_core.get_num_threads()}")

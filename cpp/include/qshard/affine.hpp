@@ -29,6 +29,10 @@ struct AffineParams {
     double max = 0.0;    // nudged maximum: values above are clipped to it
     double scale = 1.0;  // step between codes
     uint32_t qmax = 255;
+    // False when every x to be quantized is known to lie in [lo, hi], the range these parameters
+    // came from (then no x is more than half a step outside [min, max], and the SIMD kernels
+    // can let their saturating packs do the clipping). Never changes the result.
+    bool clip = true;
 };
 
 // lo, hi: the tensor's minimum and maximum (finite). qmax: 255 or 65535.
