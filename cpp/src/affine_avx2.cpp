@@ -18,9 +18,11 @@
 //   e = fma(x, r_lo, fma(x, r_hi, -k)) equals t - zp - k within 2^-23.9 whatever qmax is (|e| < 1,
 //   so each fma rounds by at most 2^-25). If |e| < 0.5 - 2^-20 the code is k + zp; otherwise the
 //   lane goes to the serial kernel (about one lane in 500 000).
-// Out-of-range values: the input is first clipped (in float32) to [below, above], the float32
-// neighbours just outside [min, max]; their estimates lie below 0 / above qmax, and the
-// saturating packs turn those into 0 / qmax, exactly as the serial kernel's clip does.
+// Out-of-range values: estimates below 0 or above qmax become 0 / qmax in the saturating packs,
+// exactly as the serial kernel's clip does, as long as they stay far from int32 overflow. When
+// the parameters came from the data's own min/max (AffineParams::clip false) no value is more
+// than half a step outside [min, max], so nothing else is needed; otherwise the input is first
+// clipped (in float32) to [below, above], the float32 neighbours just outside [min, max].
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -191,6 +193,9 @@ void quantize_blocks(const float* x, size_t n, const AffineParams& p, Code* out,
         for (size_t k = 0; k < i; ++k) out[k] = static_cast<Code>(quantize_one(x[k], p));
     }
     for (; i + kBlock <= n; i += kBlock) {
+        // One cache line of input per 16 elements, fetched 1 KiB ahead.
+        _mm_prefetch(reinterpret_cast<const char*>(x + i) + 1024, _MM_HINT_T0);
+        if (sizeof(Code) == 1) _mm_prefetch(reinterpret_cast<const char*>(x + i) + 1024 + 64, _MM_HINT_T0);
         __m256i packed;
         __m256 u0, u1, u2, u3;
         uint32_t unsure;

@@ -32,6 +32,8 @@ void minmax_f32_avx2(const float* x, size_t n, MinMaxKeys* out) noexcept {
     __m256i hi0 = _mm256_set1_epi32(INT32_MIN), hi1 = hi0, hi2 = hi0, hi3 = hi0;
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        _mm_prefetch(reinterpret_cast<const char*>(x + i) + 1024, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(x + i) + 1024 + 64, _MM_HINT_T0);
         const __m256i k0 = keys_of(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)));
         const __m256i k1 = keys_of(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i + 8)));
         const __m256i k2 = keys_of(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i + 16)));
