@@ -22,7 +22,11 @@ class ReferenceUnavailable(ImportError):
 
 def tensorflowjs_dir() -> Optional[Path]:
     """Folder of the installed tensorflowjs package, found without importing it."""
-    spec = importlib.util.find_spec(_PACKAGE) if _PACKAGE not in sys.modules else sys.modules[_PACKAGE].__spec__
+    package = sys.modules.get(_PACKAGE)
+    if package is not None:  # the real package, or the stand-in load() registered
+        paths = list(getattr(package, "__path__", []) or [])
+        return Path(paths[0]) if paths else None
+    spec = importlib.util.find_spec(_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(list(spec.submodule_search_locations)[0])
@@ -30,14 +34,14 @@ def tensorflowjs_dir() -> Optional[Path]:
 
 def load(module: str = "quantization") -> types.ModuleType:
     """tensorflowjs.<module> loaded without running the package __init__."""
+    name = f"{_PACKAGE}.{module}"
+    if name in sys.modules:
+        return sys.modules[name]
     folder = tensorflowjs_dir()
     if folder is None or not (folder / f"{module}.py").is_file():
         raise ReferenceUnavailable(
             "the official tensorflowjs package is not installed; "
             "install it with: pip install --no-deps tensorflowjs==4.22.0")
-    name = f"{_PACKAGE}.{module}"
-    if name in sys.modules:
-        return sys.modules[name]
     if _PACKAGE not in sys.modules:
         stand_in = types.ModuleType(_PACKAGE)
         stand_in.__path__ = [str(folder)]
