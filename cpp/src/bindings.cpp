@@ -4,10 +4,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <string>
+#include <system_error>
 
 #include "qshard/dispatch.hpp"
 #include "qshard/ops.hpp"
+#include "qshard/pack.hpp"
 #include "qshard/parallel.hpp"
 
 namespace py = pybind11;
@@ -171,9 +174,55 @@ void ceiling_widen_py(const py::array& in, py::array& out, const std::string& is
     ceiling_widen(k, src, n, in_bytes, dst, threads);
 }
 
+void writer_append(ShardWriter& w, const py::array& data) {
+    if (!(data.flags() & py::array::c_style)) throw py::type_error("ShardWriter.append: data must be C-contiguous");
+    const void* src = data.data();
+    const size_t bytes = static_cast<size_t>(data.nbytes());
+    py::gil_scoped_release release;
+    w.append(src, bytes);
+}
+
+void writer_append_quantized(ShardWriter& w, const py::array& x, double min, double scale, double max, uint32_t qmax,
+                             bool clip, const std::string& isa, unsigned threads) {
+    require<float>(x, "ShardWriter.append_quantized", "x", "float32");
+    if (qmax != 255 && qmax != 65535) throw py::value_error("ShardWriter.append_quantized: qmax must be 255 or 65535");
+    AffineParams p;
+    p.min = min;
+    p.scale = scale;
+    p.max = max;
+    p.qmax = qmax;
+    p.clip = clip;
+    const Kernels& k = kernels_for(isa);
+    const float* src = static_cast<const float*>(x.data());
+    const size_t n = static_cast<size_t>(x.size());
+    py::gil_scoped_release release;
+    w.append_quantized(k, src, n, p, threads);
+}
+
+void writer_append_float16(ShardWriter& w, const py::array& x, const std::string& isa, unsigned threads) {
+    require<float>(x, "ShardWriter.append_float16", "x", "float32");
+    const Kernels& k = kernels_for(isa);
+    const float* src = static_cast<const float*>(x.data());
+    const size_t n = static_cast<size_t>(x.size());
+    py::gil_scoped_release release;
+    w.append_float16(k, src, n, threads);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
+    // std::system_error (a failed open/write) becomes OSError with errno and the file name.
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const std::system_error& e) {
+            const int code = e.code().value();
+            std::string what = e.what();  // "<path>: <strerror>"
+            const std::string path = what.substr(0, what.rfind(": "));
+            py::object error = py::module_::import("builtins").attr("OSError")(code, std::strerror(code), path);
+            PyErr_SetObject(PyExc_OSError, error.ptr());
+        }
+    });
     m.doc() = "qshard's C++ kernels (use the qshard package, not this module, directly)";
     // std::invalid_argument from ops becomes ValueError (pybind11's default translation).
 #define QSHARD_ISA_THREADS py::arg("isa") = std::string(), py::arg("threads") = 0u
@@ -201,5 +250,19 @@ PYBIND11_MODULE(_core, m) {
     m.def("f32_from_f16", &f32_from_f16_py, py::arg("h"), py::arg("out"), QSHARD_ISA_THREADS);
     m.def("ceiling_read", &ceiling_read_py, py::arg("words"), QSHARD_ISA_THREADS);
     m.def("ceiling_narrow", &ceiling_narrow_py, py::arg("words"), py::arg("out"), QSHARD_ISA_THREADS);
+    py::class_<ShardWriter>(m, "ShardWriter", "Writes one weight group's shards, one buffer of memory at most.")
+        .def(py::init<std::string, unsigned, uint64_t, uint64_t>(), py::arg("folder"), py::arg("group_number"),
+             py::arg("total_bytes"), py::arg("shard_size"))
+        .def_property_readonly("names", &ShardWriter::names)
+        .def_property_readonly("written", &ShardWriter::written)
+        .def_property_readonly("total", &ShardWriter::total)
+        .def("append", &writer_append, py::arg("data"))
+        .def("append_quantized", &writer_append_quantized, py::arg("x"), py::arg("min"), py::arg("scale"),
+             py::arg("max"), py::arg("qmax"), py::arg("clip") = true, QSHARD_ISA_THREADS)
+        .def("append_float16", &writer_append_float16, py::arg("x"), QSHARD_ISA_THREADS)
+        .def("finish", [](ShardWriter& w) {
+            py::gil_scoped_release release;
+            w.finish();
+        });
     m.def("ceiling_widen", &ceiling_widen_py, py::arg("codes"), py::arg("out"), QSHARD_ISA_THREADS);
 }

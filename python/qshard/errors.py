@@ -1,0 +1,22 @@
+"""The exceptions qshard raises for bad input, one class per kind; messages name the file and the entry."""
+from __future__ import annotations
+
+
+class QshardError(Exception):
+    """Base of qshard's user-facing errors (the CLI prints them on one line and exits 2)."""
+
+
+class ManifestError(QshardError, ValueError):
+    """A model.json or weights manifest that is malformed or inconsistent."""
+
+
+class ShardError(QshardError, OSError):
+    """Shard files that are missing, unsafe, or whose sizes do not match the manifest."""
+
+
+class PatternError(QshardError, ValueError):
+    """Quantization patterns that conflict (two dtypes for one weight, two fallthroughs)."""
+
+
+class OutputError(QshardError, OSError):
+    """An output folder that exists (without --force) or cannot be written."""

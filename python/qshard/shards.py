@@ -1,0 +1,153 @@
+"""Reading tfjs shards: safe paths, memory-mapped files, per-tensor views without concatenating."""
+from __future__ import annotations
+
+import bisect
+import mmap
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import manifest as mf
+from .errors import ShardError
+
+STORED_NUMPY = {"float32": np.float32, "int32": np.int32, "bool": np.bool_, "complex64": np.complex64,
+                "uint8": np.uint8, "uint16": np.uint16, "float16": np.float16}
+
+
+def safe_shard_path(folder: Path, path: str, source: str) -> Path:
+    """folder/path, refusing URLs, absolute paths, '..' and symlinks that leave the folder."""
+    if "://" in path or path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
+        raise ShardError(f"{source}: shard path {path!r} is not a relative file name inside the model folder")
+    parts = path.replace("\\", "/").split("/")
+    if any(part in ("..", "") for part in parts) or "\x00" in path:
+        raise ShardError(f"{source}: shard path {path!r} leaves the model folder")
+    full = folder / path
+    real_folder, real = os.path.realpath(folder), os.path.realpath(full)
+    if os.path.commonpath([real_folder, real]) != real_folder:
+        raise ShardError(f"{source}: shard path {path!r} resolves outside the model folder (symlink)")
+    return full
+
+
+@dataclass
+class Located:
+    """Where a weight's bytes are: group index, byte offset in the group, byte length."""
+
+    group: int
+    offset: int
+    nbytes: int
+
+
+class GroupBytes:
+    """The shards of one group, memory-mapped, addressed as one byte range."""
+
+    def __init__(self, files: Sequence[Path]):
+        self.files = list(files)
+        self.maps: List[object] = []
+        self.starts: List[int] = []
+        total = 0
+        for path in self.files:
+            try:
+                with open(path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    self.maps.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b"")
+            except FileNotFoundError:
+                raise ShardError(f"{path}: shard file is missing") from None
+            except OSError as error:
+                raise ShardError(f"{path}: cannot read shard: {error.strerror or error}") from None
+            self.starts.append(total)
+            total += size
+        self.total = total
+
+    def view(self, offset: int, nbytes: int) -> memoryview:
+        """The bytes [offset, offset + nbytes): a zero-copy view inside one shard, else a copy."""
+        if nbytes == 0:
+            return memoryview(b"")
+        first = bisect.bisect_right(self.starts, offset) - 1
+        start = offset - self.starts[first]
+        buf = memoryview(self.maps[first])
+        if start + nbytes <= len(buf):
+            return buf[start:start + nbytes]
+        out = bytearray(nbytes)
+        done, index = 0, first
+        while done < nbytes:
+            piece = memoryview(self.maps[index])[start:start + (nbytes - done)]
+            out[done:done + len(piece)] = piece
+            done += len(piece)
+            index, start = index + 1, 0
+        return memoryview(out)
+
+    def read_u32(self, offset: int) -> int:
+        return int.from_bytes(self.view(offset, 4), "little")
+
+
+class ShardSet:
+    """Every group of a model, with each weight located and the sizes checked against the files."""
+
+    def __init__(self, model: mf.ModelFile, check: bool = True):
+        self.model = model
+        source = str(model.path)
+        self.groups: List[GroupBytes] = []
+        self.where = {}
+        for gi, group in enumerate(model.groups):
+            files = [safe_shard_path(model.folder, p, source) for p in group.paths]
+            data = GroupBytes(files)
+            self.groups.append(data)
+            offset = 0
+            for spec in group.weights:
+                if spec.dtype == "string" and not spec.quantization:
+                    nbytes = self._string_bytes(data, offset, spec, source)
+                else:
+                    nbytes = spec.nbytes
+                if offset + nbytes > data.total:
+                    raise ShardError(f"{source}: group {gi}: the shards hold {data.total} bytes, but weight "
+                                     f"{spec.name!r} needs bytes {offset}..{offset + nbytes} (files: "
+                                     f"{', '.join(group.paths) or 'none'})")
+                self.where[spec.name] = Located(gi, offset, nbytes)
+                offset += nbytes
+            if check and offset != data.total:
+                raise ShardError(f"{source}: group {gi}: the shards hold {data.total} bytes but the weights use "
+                                 f"{offset} ({data.total - offset} extra bytes)")
+
+    @staticmethod
+    def _string_bytes(data: GroupBytes, offset: int, spec: mf.WeightSpec, source: str) -> int:
+        pos = offset
+        for _ in range(spec.size):
+            if pos + 4 > data.total:
+                raise ShardError(f"{source}: string weight {spec.name!r} runs past the end of its shards")
+            pos += 4 + data.read_u32(pos)
+        if pos > data.total:
+            raise ShardError(f"{source}: string weight {spec.name!r} runs past the end of its shards")
+        return pos - offset
+
+    def raw_bytes(self, name: str) -> memoryview:
+        loc = self.where[name]
+        return self.groups[loc.group].view(loc.offset, loc.nbytes)
+
+    def stored(self, spec: mf.WeightSpec) -> np.ndarray:
+        """The stored values (codes for quantized weights), a read-only view where possible."""
+        buf = self.raw_bytes(spec.name)
+        if spec.dtype == "string" and not spec.quantization:
+            return decode_strings(bytes(buf), spec.shape)
+        return np.frombuffer(buf, dtype=STORED_NUMPY[spec.stored_dtype]).reshape(spec.shape)
+
+
+def decode_strings(data: bytes, shape: Tuple[int, ...]) -> np.ndarray:
+    values, pos = [], 0
+    for _ in range(int(np.prod(shape))):
+        length = int.from_bytes(data[pos:pos + 4], "little")
+        values.append(data[pos + 4:pos + 4 + length])
+        pos += 4 + length
+    return np.array(values, dtype=object).reshape(shape)
+
+
+def encode_strings(array: np.ndarray) -> bytes:
+    """tfjs string tensors: per element a uint32 little-endian byte length, then the UTF-8 bytes."""
+    parts = []
+    for value in array.reshape(-1).tolist():
+        data = value if isinstance(value, bytes) else str(value).encode("utf-8")
+        parts.append(len(data).to_bytes(4, "little"))
+        parts.append(data)
+    return b"".join(parts)
