@@ -64,3 +64,57 @@ def test_bench_bad_arguments(args, message):
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
     assert out.stderr.count("\n") == 1
+
+
+def _model(tmp_path):
+    import numpy as np
+    from qshard import tfjs
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    src.mkdir()
+    m = tfjs.write_weights([[("dense/kernel", rng.standard_normal((64, 16)).astype(np.float32)),
+                             ("dense/bias", rng.standard_normal(16).astype(np.float32)),
+                             ("step", np.array([3], np.int32))]], src, write_manifest=False)
+    (src / "model.json").write_text(json.dumps({"format": "graph-model", "modelTopology": {}, "weightsManifest": m}))
+    return src
+
+
+def test_quantize_inspect_verify(tmp_path):
+    src = _model(tmp_path)
+    out = tmp_path / "out"
+    run = qshard("quantize", str(src), str(out), "--uint8", "--float16", "dense/bias", "--keep", "nomatch")
+    assert run.returncode == 0, run.stderr
+    assert "pattern 'nomatch' matches no weight" in run.stderr
+    assert "3 weights (1 -> float16, 1 -> uint8)" in run.stdout
+    doc = json.loads((out / "model.json").read_text())
+    stored = {w["name"]: w.get("quantization", {}).get("dtype") for w in doc["weightsManifest"][0]["weights"]}
+    assert stored == {"dense/kernel": "uint8", "dense/bias": "float16", "step": None}
+    again = qshard("quantize", str(src), str(out), "--uint16")
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    assert qshard("quantize", str(src), str(out), "--uint16", "--force").returncode == 0
+
+    info = qshard("inspect", str(out), "--against", str(src))
+    assert info.returncode == 0 and "dense/kernel" in info.stdout and "SQNR" in info.stdout and "gzip" in info.stdout
+    as_json = json.loads(qshard("inspect", str(out), "--json", "--no-gzip").stdout)
+    assert as_json["weights"] == 3 and {r["stored"] for r in as_json["rows"]} == {"uint16", "int32"}
+
+    ok = qshard("verify", str(out))
+    assert ok.returncode == 0 and ok.stdout.startswith("ok:")
+    shard = sorted(out.glob("*.bin"))[0]
+    shard.write_bytes(shard.read_bytes()[:-1])
+    bad = qshard("verify", str(out))
+    assert bad.returncode == 1 and "1 bytes missing" in bad.stdout
+
+
+def test_quantize_errors_are_one_line(tmp_path):
+    src = _model(tmp_path)
+    conflict = qshard("quantize", str(src), str(tmp_path / "o"), "--uint8", "dense/*", "--uint16", "*/bias")
+    assert conflict.returncode == 2 and "matches both" in conflict.stderr and "Traceback" not in conflict.stderr
+    assert not (tmp_path / "o").exists()
+    missing = qshard("quantize", str(tmp_path / "nope"), str(tmp_path / "o"), "--uint8")
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.json").write_text("{")
+    broken = qshard("inspect", str(tmp_path / "bad"))
+    assert broken.returncode == 2 and "model.json: invalid JSON" in broken.stderr
+    assert qshard("verify", str(tmp_path / "bad")).returncode == 1

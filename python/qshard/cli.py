@@ -3,9 +3,89 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import List, Optional
 
 from . import __version__, _core
+from .errors import QshardError
+
+
+class _Bar:
+    """A one-line progress bar on stderr, only when it is a terminal."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled = label, enabled and sys.stderr.isatty()
+        self.start = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        width = 30
+        filled = int(width * done / total)
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                         f"{done / 1e6:,.1f}/{total / 1e6:,.1f} MB {done / elapsed / 1e6:,.0f} MB/s")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _quantize(args) -> int:
+    from . import tfjs
+    from .summary import human
+    if not any(getattr(args, d) is not None for d in ("uint8", "uint16", "float16")):
+        print("qshard: warning: no --uint8/--uint16/--float16 given: the model is copied as it is",
+              file=sys.stderr)
+    bar = _Bar("quantizing", not args.quiet)
+    try:
+        report = tfjs.quantize_model(args.input, args.output, uint8=args.uint8, uint16=args.uint16,
+                                     float16=args.float16, keep=args.keep, shard_size=args.shard_size,
+                                     force=args.force, threads=args.threads, progress=bar)
+    finally:
+        bar.close()
+    for pattern in report.unmatched_patterns:
+        print(f"qshard: warning: pattern {pattern!r} matches no weight", file=sys.stderr)
+    for k in report.kept:
+        print(f"qshard: kept {k.name!r} as stored instead of {k.asked}: it {k.reason}", file=sys.stderr)
+    if not args.quiet:
+        counts = {}
+        for dtype in report.changed.values():
+            counts[dtype] = counts.get(dtype, 0) + 1
+        changed = ", ".join(f"{n} -> {d}" for d, n in sorted(counts.items())) or "none changed"
+        ratio = f" ({100 * report.bytes_out / report.bytes_in:.0f}%)" if report.bytes_in else ""
+        print(f"wrote {args.output}: {report.weights} weights ({changed}), "
+              f"{human(report.bytes_in)} -> {human(report.bytes_out)}{ratio}")
+    return 0
+
+
+def _inspect(args) -> int:
+    import json
+    from dataclasses import asdict
+    from .summary import format_inspect, inspect
+    info = inspect(args.model, against=args.against, gzip_size=not args.no_gzip)
+    if args.json:
+        info = dict(info, rows=[asdict(r) for r in info["rows"]])
+        print(json.dumps(info, indent=1, default=str))
+    else:
+        print(format_inspect(info))
+    return 0
+
+
+def _verify(args) -> int:
+    from .summary import human, verify
+    result = verify(args.model)
+    for problem in result.problems:
+        print(f"problem: {problem}")
+    for stray in result.stray_files:
+        print(f"note: {stray} is in the folder but not in the manifest")
+    if result.ok:
+        print(f"ok: {result.path}: {result.weights} weights, {result.shards} shards, {human(result.bytes)}")
+        return 0
+    print(f"{len(result.problems)} problem(s) in {result.path}")
+    return 1
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -29,6 +109,51 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
     bench.add_argument("-q", "--quiet", action="store_true", help="no progress on the terminal")
 
+    quant = commands.add_parser(
+        "quantize", help="re-quantize a tfjs web model (per-weight uint8/uint16/float16)",
+        description="Re-quantize a TensorFlow.js web model (model.json or weights_manifest.json and its shards) "
+                    "into a new folder. Patterns are fnmatch wildcards over weight names; a dtype flag without "
+                    "patterns takes every weight no other pattern matched. Only float32 weights are quantized; "
+                    "every other weight and every model.json key is copied unchanged. Put the flags after IN and "
+                    "OUT. The output appears only when complete.",
+        epilog="example: qshard quantize web_model out --uint8 --float16 'dense_1/*' --keep 'conv1/*'")
+    quant.add_argument("input", metavar="IN", help="model folder, model.json or weights_manifest.json")
+    quant.add_argument("output", metavar="OUT", help="output folder (must not exist unless --force)")
+    for dtype in ("uint8", "uint16", "float16"):
+        quant.add_argument(f"--{dtype}", nargs="*", metavar="PAT",
+                           help=f"weights to store as {dtype} (no pattern: all weights not matched otherwise)")
+    quant.add_argument("--keep", nargs="+", metavar="PAT", help="weights to leave as they are stored")
+    quant.add_argument("--shard-size", type=int, default=4 * 1024 * 1024, metavar="BYTES",
+                       help="shard size in bytes (default 4194304, what browsers cache)")
+    quant.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    quant.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
+    quant.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+
+    insp = commands.add_parser(
+        "inspect", help="list a web model's weights: shapes, stored dtypes, bytes, quantization, error",
+        description="List every weight of a web model with its shape, dtype, stored dtype, bytes and "
+                    "quantization parameters, and the totals (raw and gzip). With --against ORIGINAL, "
+                    "also the max abs error and SQNR of each weight against the original model.")
+    insp.add_argument("model", metavar="MODEL", help="model folder, model.json or weights_manifest.json")
+    insp.add_argument("--against", metavar="ORIGINAL", help="the model it was made from (for errors)")
+    insp.add_argument("--no-gzip", action="store_true", help="skip the gzip size (faster on big models)")
+    insp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    ver = commands.add_parser(
+        "verify", help="check a web model's manifest and shards (exit 1 on problems)",
+        description="Check that the manifest is valid, every shard path stays inside the model folder and "
+                    "exists, and each group's shards hold exactly the bytes its weights need. Exit code 0 "
+                    "when sound, 1 when a problem was found.")
+    ver.add_argument("model", metavar="MODEL", help="model folder, model.json or weights_manifest.json")
+
+    ex = commands.add_parser(
+        "example", help="write a small float32 tfjs layers model to try the other commands on",
+        description="Write a small float32 TensorFlow.js layers model (a 64-256-128-10 MLP with fixed-seed "
+                    "weights, about 200 KB) into a new folder. Nothing is downloaded.",
+        epilog="then: qshard quantize DIR DIR-uint8 --uint8 && qshard inspect DIR-uint8 --against DIR")
+    ex.add_argument("output", metavar="DIR", help="folder to create")
+    ex.add_argument("--force", action="store_true", help="replace DIR if it exists")
+
     commands.add_parser("info", help="show the version, instruction sets and threads",
                         description="Show the qshard version, the instruction sets this CPU runs and the "
                                     "default thread count.")
@@ -42,6 +167,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "bench":
             from . import bench
             return bench.main(args.size, args.threads, args.isa, args.repeat, args.json, args.quiet, args.kernel)
+        if args.command == "quantize":
+            return _quantize(args)
+        if args.command == "inspect":
+            return _inspect(args)
+        if args.command == "verify":
+            return _verify(args)
+        if args.command == "example":
+            from .example import write_example
+            print(f"wrote {write_example(args.output, args.force)}: a float32 layers model (model.json + shard)")
+            return 0
         if args.command == "info":
             print(f"qshard {__version__}\ninstruction sets: {', '.join(_core.available_isas())} "
                   f"(default: {_core.isa()})\nthreads: {_core.get_num_threads()}")
@@ -51,7 +186,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("qshard: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError) as error:
+    except (QshardError, ValueError, TypeError, OSError) as error:
         if args.debug:
             raise
         print(f"qshard: error: {error}", file=sys.stderr)

@@ -42,10 +42,11 @@ def _threads(threads: Optional[int]) -> int:
 def _float32(array, fn: str) -> np.ndarray:
     """The data as a C-contiguous float32 array: no copy if it already is one."""
     a = np.asarray(array)
+    # (np.ascontiguousarray would turn a 0-d scalar into shape (1,): keep the shape)
     if a.dtype == np.float32:
-        return np.ascontiguousarray(a)
+        return np.ascontiguousarray(a).reshape(a.shape)
     if a.dtype.kind == "f":  # float64 / float16 / big-endian float32: converted, as tensorflowjs does
-        return np.ascontiguousarray(a, dtype=np.float32)
+        return np.ascontiguousarray(a, dtype=np.float32).reshape(a.shape)
     raise TypeError(f"{fn}: expected a float32 array (float64 and float16 are converted), got {a.dtype}")
 
 

@@ -56,3 +56,9 @@ def unmatched(names: Iterable[str], *pattern_lists: Optional[Sequence[str]]):
     """Patterns (from the given lists) that match no weight: usually a typo worth a warning."""
     names = list(names)
     return [p for pats in pattern_lists for p in (_as_list(pats) or []) if not fnmatch.filter(names, p)]
+
+
+def explicitly_matched(names: Iterable[str], *pattern_args: Patterns) -> set:
+    """Names matched by a pattern (not merely by a fallthrough flag)."""
+    names = list(names)
+    return {n for arg in pattern_args for p in (_as_list(arg) or []) for n in fnmatch.filter(names, p)}

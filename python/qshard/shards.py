@@ -59,6 +59,8 @@ class GroupBytes:
                 raise ShardError(f"{path}: cannot read shard: {error.strerror or error}") from None
             self.starts.append(total)
             total += size
+        self._sizes = [len(m) for m in self.maps]
+        self._fds = {}
         self.total = total
 
     def view(self, offset: int, nbytes: int) -> memoryview:
@@ -78,6 +80,54 @@ class GroupBytes:
             done += len(piece)
             index, start = index + 1, 0
         return memoryview(out)
+
+    def read_into(self, offset: int, out: memoryview) -> None:
+        """Copy [offset, offset + len(out)) into out with pread, shard by shard (no page faults
+        on a mapping, no allocation)."""
+        nbytes, done = len(out), 0
+        index = bisect.bisect_right(self.starts, offset) - 1 if nbytes else 0
+        while done < nbytes:
+            start = offset + done - self.starts[index]
+            piece = min(nbytes - done, self._sizes[index] - start)
+            got = os.preadv(self._fd(index), [out[done:done + piece]], start)
+            if got != piece:
+                raise ShardError(f"{self.files[index]}: shard changed while being read")
+            done += piece
+            index += 1
+
+    def _fd(self, index: int) -> int:
+        fd = self._fds.get(index)
+        if fd is None:
+            fd = self._fds[index] = os.open(self.files[index], os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return fd
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def release(self, offset: int, nbytes: int) -> None:
+        """Drop the mapped pages of [offset, offset + nbytes) from this process (they stay in the
+        page cache), so reading a large model one tensor at a time keeps memory bounded."""
+        if nbytes <= 0 or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        end = offset + nbytes
+        index = bisect.bisect_right(self.starts, offset) - 1
+        while index < len(self.maps) and self.starts[index] < end:
+            m = self.maps[index]
+            if isinstance(m, mmap.mmap):
+                lo = max(offset - self.starts[index], 0)
+                hi = min(end - self.starts[index], len(m))
+                lo -= lo % mmap.PAGESIZE
+                if hi > lo:
+                    m.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            index += 1
 
     def read_u32(self, offset: int) -> int:
         return int.from_bytes(self.view(offset, 4), "little")
@@ -122,6 +172,32 @@ class ShardSet:
             raise ShardError(f"{source}: string weight {spec.name!r} runs past the end of its shards")
         return pos - offset
 
+    def release(self, name: str) -> None:
+        loc = self.where[name]
+        self.groups[loc.group].release(loc.offset, loc.nbytes)
+
+    def chunks(self, spec: mf.WeightSpec, scratch: "Scratch", chunk_bytes: int = 256 * 1024):
+        """The stored values of a numeric weight, chunk after chunk, through one reused buffer small
+        enough to stay in cache (each chunk is valid until the next)."""
+        loc = self.where[spec.name]
+        dtype = np.dtype(STORED_NUMPY[spec.stored_dtype])
+        step = max(chunk_bytes // dtype.itemsize, 1) * dtype.itemsize
+        buf = scratch.get(2, min(step, loc.nbytes))
+        group = self.groups[loc.group]
+        for begin in range(0, loc.nbytes, step):
+            part = buf[:min(step, loc.nbytes - begin)]
+            group.read_into(loc.offset + begin, memoryview(part))
+            yield part.view(dtype)
+
+    def read_stored(self, spec: mf.WeightSpec, scratch: "Scratch") -> np.ndarray:
+        """The stored values of a numeric weight, read into a reusable buffer (valid until the
+        next read with the same scratch)."""
+        loc = self.where[spec.name]
+        dtype = np.dtype(STORED_NUMPY[spec.stored_dtype])
+        buf = scratch.get(0, loc.nbytes)
+        self.groups[loc.group].read_into(loc.offset, memoryview(buf))
+        return buf.view(dtype).reshape(spec.shape)
+
     def raw_bytes(self, name: str) -> memoryview:
         loc = self.where[name]
         return self.groups[loc.group].view(loc.offset, loc.nbytes)
@@ -132,6 +208,21 @@ class ShardSet:
         if spec.dtype == "string" and not spec.quantization:
             return decode_strings(bytes(buf), spec.shape)
         return np.frombuffer(buf, dtype=STORED_NUMPY[spec.stored_dtype]).reshape(spec.shape)
+
+
+class Scratch:
+    """Reusable byte buffers, grown as needed: reading tensor after tensor allocates (and faults
+    in) memory once, not per tensor."""
+
+    def __init__(self):
+        self._buffers = {}
+
+    def get(self, slot: int, nbytes: int) -> np.ndarray:
+        buf = self._buffers.get(slot)
+        if buf is None or buf.size < nbytes:
+            buf = np.empty(max(nbytes, 64), np.uint8)
+            self._buffers[slot] = buf
+        return buf[:nbytes]
 
 
 def decode_strings(data: bytes, shape: Tuple[int, ...]) -> np.ndarray:

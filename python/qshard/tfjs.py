@@ -7,6 +7,7 @@ non-finite values are +-Inf), and an empty float32 tensor quantizes to no codes 
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -22,7 +23,7 @@ from . import manifest as mf
 from . import patterns
 from .errors import OutputError, QshardError
 from .kernels import QuantParams, dequantize
-from .shards import ShardSet, encode_strings
+from .shards import Scratch, ShardSet, encode_strings
 
 DEFAULT_SHARD_SIZE = 4 * 1024 * 1024
 QMAX = {"uint8": 255, "uint16": 65535}
@@ -50,55 +51,94 @@ class _Item:
     shape: Tuple[int, ...]
     dtype: str                                    # tfjs dtype in the manifest
     target: Optional[str] = None                  # uint8/uint16/float16, or None: bytes as they are
-    values: Optional[Callable[[], np.ndarray]] = None  # float32 values (for a target)
-    raw: Optional[Callable[[], object]] = None    # stored bytes (no target)
-    quantization: Optional[mf.Quantization] = None  # of raw bytes carried unchanged
-    nbytes: int = 0
-    lo: float = 0.0
-    hi: float = 0.0
+    load: Optional[Callable[[Scratch], object]] = None  # float32 values (target) or stored bytes (none)
+    quantization: Optional[mf.Quantization] = None  # of stored bytes carried unchanged
+    stored_nbytes: int = 0                        # bytes if written unchanged
+    fallback: Optional[Callable[[Scratch], object]] = None  # stored float32 bytes if the target is refused
+    chunks: Optional[Callable[[Scratch], Iterable[np.ndarray]]] = None  # float32 values piece by piece
+
+    @property
+    def nbytes(self) -> int:
+        if self.target is None:
+            return self.stored_nbytes
+        return math.prod(self.shape) * (1 if self.target == "uint8" else 2)
 
 
-def _finite_range(x: np.ndarray) -> Tuple[Optional[float], Optional[float], str]:
-    """(lo, hi, problem): problem is '' for finite data, else 'NaN' / '+-Inf'."""
+class _Refused(Exception):
+    """A tensor its target cannot represent (NaN / Inf); the group is written again without it."""
+
+    def __init__(self, item: _Item, reason: str):
+        super().__init__(reason)
+        self.item, self.reason = item, reason
+
+
+def _refusal(x: np.ndarray, target: str) -> Tuple[float, float, str]:
+    """(lo, hi, reason): reason is '' when the target can represent x."""
     if x.size == 0:
         return 0.0, 0.0, ""
-    lo, hi, has_nan = _core.minmax(x, "", 0)
+    lo, hi, has_nan = _core.minmax(x.reshape(-1), "", 0)
     if has_nan:
-        return None, None, "NaN"
-    if np.isinf(lo) or np.isinf(hi):
-        return lo, hi, "Inf"
+        if target == "float16":
+            return lo, hi, "holds NaN (kept as float32 rather than a float16 NaN)"
+        return lo, hi, f"holds NaN, which {target} cannot represent"
+    if (np.isinf(lo) or np.isinf(hi)) and target in QMAX:
+        return lo, hi, f"holds Inf, which {target} cannot represent"
     return lo, hi, ""
 
 
-def _plan_target(item: _Item, kept: List[Kept]) -> None:
-    """Decide the stored bytes of a weight with a target; keep it as float32 where the target
-    cannot represent it."""
-    x = item.values()
-    lo, hi, problem = _finite_range(x)
-    keep_reason = ""
-    if item.target in QMAX and problem:
-        keep_reason = f"holds {problem}, which {item.target} cannot represent"
-    elif item.target == "float16" and problem == "NaN":
-        keep_reason = "holds NaN (kept as float32 rather than a float16 NaN)"
-    if keep_reason:
-        kept.append(Kept(item.name, item.target, keep_reason))
-        values = item.values
-        item.target, item.raw, item.values = None, (lambda: values()), None
-        item.nbytes = x.size * 4
-        return
-    item.lo, item.hi = lo, hi
-    item.nbytes = x.size * (1 if item.target == "uint8" else 2)
+def _merge_range(a: Tuple[float, float, bool], b: Tuple[float, float, bool]) -> Tuple[float, float, bool]:
+    """Combine two (lo, hi, has_nan) as one pass would: -0.0 orders below +0.0."""
+    def below(x, y):  # x < y in that order
+        return x < y or (x == y == 0 and np.signbit(x) and not np.signbit(y))
+    lo = b[0] if below(b[0], a[0]) else a[0]
+    hi = b[1] if below(a[1], b[1]) else a[1]
+    return lo, hi, a[2] or b[2]
 
 
-def _write_group(writer: "_core.ShardWriter", item: _Item, threads: int) -> mf.WeightSpec:
+def _append_chunked(writer: "_core.ShardWriter", item: _Item, scratch: Scratch, threads: int) -> mf.WeightSpec:
+    """Two passes over cache-sized chunks: min/max, then codes straight into the shard writer."""
+    rng = None
+    for chunk in item.chunks(scratch):
+        part = _core.minmax(chunk, "", 0)
+        rng = part if rng is None else _merge_range(rng, part)
+    lo, hi, has_nan = rng if rng is not None else (0.0, 0.0, False)
+    reason = ""
+    if has_nan:
+        reason = ("holds NaN (kept as float32 rather than a float16 NaN)" if item.target == "float16"
+                  else f"holds NaN, which {item.target} cannot represent")
+    elif item.target in QMAX and (np.isinf(lo) or np.isinf(hi)):
+        reason = f"holds Inf, which {item.target} cannot represent"
+    if reason:
+        raise _Refused(item, reason)
+    if item.target == "float16":
+        for chunk in item.chunks(scratch):
+            writer.append_float16(chunk, "", threads)
+        return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization("float16", original_dtype="float32"))
+    qmax = QMAX[item.target]
+    if rng is None:
+        mn, scale = 0.0, 1.0
+    else:
+        mn, scale, mx = _core.affine_params(lo, hi, qmax)
+        for chunk in item.chunks(scratch):
+            writer.append_quantized(chunk, mn, scale, mx, qmax, False, "", threads)
+    return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization(item.target, mn, scale, "float32"))
+
+
+def _append(writer: "_core.ShardWriter", item: _Item, scratch: Scratch, threads: int) -> mf.WeightSpec:
+    """Write one weight; raises _Refused before writing a byte of a tensor its target cannot hold."""
+    if item.target is not None and item.chunks is not None:
+        return _append_chunked(writer, item, scratch, threads)
     if item.target is None:
-        data = item.raw()
+        data = item.load(scratch)
         if isinstance(data, np.ndarray):
             writer.append(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
         elif len(data):
             writer.append(np.frombuffer(data, np.uint8))
         return mf.WeightSpec(item.name, item.shape, item.dtype, item.quantization)
-    x = np.ascontiguousarray(item.values(), dtype=np.float32)
+    x = np.ascontiguousarray(item.load(scratch), dtype=np.float32).reshape(-1)
+    lo, hi, reason = _refusal(x, item.target)
+    if reason:
+        raise _Refused(item, reason)
     if item.target == "float16":
         writer.append_float16(x, "", threads)
         return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization("float16", original_dtype="float32"))
@@ -106,32 +146,42 @@ def _write_group(writer: "_core.ShardWriter", item: _Item, threads: int) -> mf.W
     if x.size == 0:
         mn, scale = 0.0, 1.0
     else:
-        mn, scale, mx = _core.affine_params(item.lo, item.hi, qmax)
+        mn, scale, mx = _core.affine_params(lo, hi, qmax)
         writer.append_quantized(x, mn, scale, mx, qmax, False, "", threads)
-    return mf.WeightSpec(item.name, item.shape, item.dtype,
-                         mf.Quantization(item.target, mn, scale, "float32"))
+    return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization(item.target, mn, scale, "float32"))
 
 
 def _write_groups(out_dir: Path, groups: Sequence[Sequence[_Item]], shard_size: int, threads: int,
                   progress: Progress) -> Tuple[List[mf.Group], List[Kept]]:
+    """Write every group in one pass over its tensors. Sizes (and so shard names) are fixed from
+    the targets up front; a tensor that turns out to hold NaN/Inf is dropped to float32 and its
+    group written again (rare, and only that group)."""
     kept: List[Kept] = []
-    for group in groups:
-        for item in group:
-            if item.target is not None:
-                _plan_target(item, kept)
+    scratch = Scratch()
     total = sum(item.nbytes for group in groups for item in group)
-    done = 0
+    done_before = 0
     result = []
     for gi, group in enumerate(groups):
-        group_bytes = sum(item.nbytes for item in group)
-        writer = _core.ShardWriter(str(out_dir), gi + 1, group_bytes, shard_size)
-        specs = []
-        for item in group:
-            specs.append(_write_group(writer, item, threads))
-            done += item.nbytes
-            if progress:
-                progress(done, total)
-        writer.finish()
+        while True:
+            writer = _core.ShardWriter(str(out_dir), gi + 1, sum(item.nbytes for item in group), shard_size)
+            done = done_before
+            try:
+                specs = []
+                for item in group:
+                    specs.append(_append(writer, item, scratch, threads))
+                    done += item.nbytes
+                    if progress:
+                        progress(done, total)
+                writer.finish()
+                break
+            except _Refused as refused:
+                for name in writer.names:
+                    (out_dir / name).unlink(missing_ok=True)
+                item = refused.item
+                kept.append(Kept(item.name, item.target, refused.reason))
+                total += item.stored_nbytes - item.nbytes
+                item.target, item.load = None, item.fallback
+        done_before = done
         result.append(mf.Group(tuple(writer.names), tuple(specs)))
     return result, kept
 
@@ -140,14 +190,15 @@ def _item_from_array(name: str, data) -> _Item:
     a = np.asarray(data)
     if a.dtype.kind in ("U", "S", "O"):
         raw = encode_strings(a)
-        return _Item(name, a.shape, "string", raw=lambda: raw, nbytes=len(raw))
+        return _Item(name, a.shape, "string", load=lambda _: raw, stored_nbytes=len(raw))
     if a.dtype in _AUTO:
         a = a.astype(_AUTO[a.dtype])
     if a.dtype not in _TFJS_DTYPE:
         raise QshardError(f"weight {name!r}: dtype {a.dtype} is not a TensorFlow.js weight dtype "
                           f"(float32, int32, bool, complex64, string; float64/float16/int64 are converted)")
-    a = np.ascontiguousarray(a)
-    return _Item(name, a.shape, _TFJS_DTYPE[a.dtype], raw=lambda: a, nbytes=a.nbytes)
+    a = np.ascontiguousarray(a).reshape(a.shape)  # (keeps 0-d scalars 0-d)
+    return _Item(name, a.shape, _TFJS_DTYPE[a.dtype], load=lambda _: a, stored_nbytes=a.nbytes,
+                 fallback=lambda _: a)
 
 
 def _normalize_groups(weight_groups) -> List[List[Tuple[str, object]]]:
@@ -226,8 +277,7 @@ def write_weights(weight_groups, write_dir: Union[str, os.PathLike], *, shard_si
         for name, data in group:
             item = _item_from_array(name, data)
             if targets.get(name) and item.dtype == "float32":
-                values = item.raw
-                item.target, item.values, item.raw = targets[name], values, None
+                item.target = targets[name]
             row.append(item)
         items.append(row)
     out = Path(write_dir)
@@ -308,25 +358,39 @@ def quantize_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
     specs = model.specs
     names = [s.name for s in specs]
     targets = patterns.resolve(names, uint8, uint16, float16, keep)
+    explicit = patterns.explicitly_matched(names, uint8, uint16, float16)
     report = QuantizeReport(Path(out_dir), len(specs),
                             unmatched_patterns=patterns.unmatched(names, uint8, uint16, float16, keep))
     report.bytes_in = sum(loc.nbytes for loc in model.shards.where.values())
+    shards = model.shards
     groups = []
     for group in model.file.groups:
         row = []
         for spec in group.weights:
             target = targets.get(spec.name)
             is_float = spec.dtype == "float32"
-            if target and is_float and target != spec.stored_dtype:
-                row.append(_Item(spec.name, spec.shape, spec.dtype, target=target,
-                                 values=(lambda s=spec: np.ascontiguousarray(model.values(s.name), np.float32))))
-                report.changed[spec.name] = target
+            loc = shards.where[spec.name]
+            if spec.dtype == "string" and not spec.quantization:
+                stored = (lambda _, n=spec.name: shards.raw_bytes(n))
             else:
-                if target and not is_float:
-                    report.kept.append(Kept(spec.name, target, f"is {spec.dtype}; only float32 weights are quantized"))
-                loc = model.shards.where[spec.name]
-                row.append(_Item(spec.name, spec.shape, spec.dtype, raw=(lambda n=spec.name: model.shards.raw_bytes(n)),
-                                 quantization=spec.quantization, nbytes=loc.nbytes))
+                stored = (lambda scratch, s=spec: shards.read_stored(s, scratch))
+            item = _Item(spec.name, spec.shape, spec.dtype, load=stored, quantization=spec.quantization,
+                         stored_nbytes=loc.nbytes, fallback=stored)
+            if target and is_float and target != spec.stored_dtype:
+                item.target = target
+                if spec.quantization is not None:  # dequantize first; keep the original bytes on refusal
+                    def values(scratch, s=spec):
+                        codes = shards.read_stored(s, scratch)
+                        out = scratch.get(1, 4 * s.size).view(np.float32).reshape(s.shape)
+                        q = s.quantization
+                        return dequantize(codes, QuantParams(q.dtype, q.min, q.scale), out=out)
+                    item.load = values
+                else:
+                    item.chunks = (lambda scratch, s=spec: shards.chunks(s, scratch))
+                report.changed[spec.name] = target
+            elif target and not is_float and spec.name in explicit:
+                report.kept.append(Kept(spec.name, target, f"is {spec.dtype}; only float32 weights are quantized"))
+            row.append(item)
         groups.append(row)
     with atomic_folder(out_dir, force) as tmp:
         result, kept = _write_groups(tmp, groups, shard_size, threads or 0, progress)

@@ -1,0 +1,113 @@
+"""Re-quantize a generated float32 web model to uint8 end to end, beside `cp -r` of the same
+files and tensorflowjs 4.22's read_weights + write_weights, in one run; wall time and peak RSS of
+each as a separate process.
+
+    python benchmarks/bench_requantize.py --gb 1 [--keep-files] [--tmp DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TFJS_SCRIPT = r"""
+import json, sys
+from qshard import reference
+rw, ww = reference.load("read_weights"), reference.load("write_weights")
+src, out = sys.argv[1], sys.argv[2]
+doc = json.load(open(src + "/model.json"))
+groups = rw.read_weights(doc["weightsManifest"], src)
+manifest = ww.write_weights(groups, out, quantization_dtype_map={"uint8": True}, write_manifest=False)
+doc["weightsManifest"] = manifest
+open(out + "/model.json", "w").write(json.dumps(doc))
+"""
+
+
+def make_model(folder: Path, gigabytes: float, tensor_mib: int = 16) -> int:
+    """Float32 tensors of tensor_mib MiB each, written with qshard (4 MiB shards)."""
+    from qshard import tfjs
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    n = int(gigabytes * 1024 / tensor_mib)
+    block = rng.standard_normal(tensor_mib * 1024 * 1024 // 4, dtype=np.float32)
+    groups = [[(f"layer{i:04d}/kernel", np.roll(block, i)) for i in range(n)]]
+    m = tfjs.write_weights(groups, folder, write_manifest=False)
+    (folder / "model.json").write_text(json.dumps({"format": "graph-model", "modelTopology": {"node": []},
+                                                   "weightsManifest": m}))
+    return sum(f.stat().st_size for f in folder.iterdir())
+
+
+def timed(cmd, env=None):
+    """(wall seconds, peak RSS MiB) of one command run as a child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(map(str, cmd))}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def drop_output(path: Path):
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gb", type=float, default=1.0, help="model size in GiB (default 1)")
+    parser.add_argument("--tmp", help="where to put the files (default: a temporary folder)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each command; the best is kept")
+    parser.add_argument("--skip-tensorflowjs", action="store_true")
+    parser.add_argument("--make", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.make:
+        make_model(Path(args.make), args.gb)
+        return 0
+    root = Path(tempfile.mkdtemp(dir=args.tmp, prefix="qshard-bench-"))
+    try:
+        src = root / "src"
+        # Made in a child process: children forked later would otherwise inherit (and report) the
+        # memory this process used to make it.
+        subprocess.run([sys.executable, __file__, "--make", str(src), "--gb", str(args.gb)], check=True)
+        size = sum(f.stat().st_size for f in src.iterdir())
+        env = dict(os.environ)
+        commands = {
+            "cp -r": ["cp", "-r", str(src), str(root / "out")],
+            "qshard quantize --uint8": [sys.executable, "-m", "qshard", "quantize", str(src), str(root / "out"),
+                                        "--uint8", "-q"],
+        }
+        if not args.skip_tensorflowjs:
+            commands["tensorflowjs read+write_weights"] = [
+                "sh", "-c", f'mkdir -p "{root / "out"}" && exec "{sys.executable}" -c \'{TFJS_SCRIPT}\' '
+                            f'"{src}" "{root / "out"}"']
+        results = {name: (float("inf"), 0.0) for name in commands}
+        for _ in range(args.repeat):
+            for name, cmd in commands.items():
+                drop_output(root / "out")
+                wall, rss = timed(cmd, env)
+                best = results[name]
+                results[name] = (min(best[0], wall), max(best[1], rss))
+        base = results["cp -r"][0]
+        print(f"model: {size / 2**30:.2f} GiB float32 in 4 MiB shards; best of {args.repeat}; "
+              f"CPU {os.cpu_count()} cores")
+        print(f"{'command':<34} {'wall s':>8} {'GB/s':>7} {'x cp':>6} {'peak RSS MiB':>13}")
+        for name, (wall, rss) in results.items():
+            print(f"{name:<34} {wall:>8.2f} {size / wall / 1e9:>7.2f} {wall / base:>6.2f} {rss:>13.0f}")
+        q = results["qshard quantize --uint8"][0]
+        if "tensorflowjs read+write_weights" in results:
+            print(f"qshard is {results['tensorflowjs read+write_weights'][0] / q:.1f}x faster than tensorflowjs")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
