@@ -196,3 +196,41 @@ def test_float16_large_streaming(simd):
         back_out = np.empty(n + 3, np.float32)[3:]
         back = qshard.dequantize(ref, qshard.QuantParams("float16"), isa=simd, threads=threads, out=back_out)
         assert same(back_ref.view(np.uint32), back.view(np.uint32))
+
+
+def math_round(v):
+    """JavaScript's Math.round, from its definition: the integer closest to v, ties toward +Inf."""
+    r = np.floor(v)
+    return np.where(v - r >= 0.5, r + 1, r)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_dequantize_int32_rounding_rules(dtype):
+    # min -64.5, scale 0.5: every other code lands on a .5 tie.
+    qmax = 255 if dtype == "uint8" else 65535
+    codes = np.arange(qmax + 1, dtype=np.uint8 if dtype == "uint8" else np.uint16)
+    params = qshard.QuantParams(dtype, -64.5, 0.5)
+    exact = codes * 0.5 - 64.5
+    for isa in qshard.available_isas():
+        even = qshard.dequantize(codes, params, "int32", isa=isa)
+        up = qshard.dequantize(codes, params, "int32", isa=isa, rounding="half_up")
+        assert even.tolist() == np.round(exact).astype(np.int32).tolist()
+        assert up.tolist() == math_round(exact).astype(np.int32).tolist()
+        assert (even != up).any()
+
+
+@pytest.mark.parametrize("simd", SIMD_ISAS)
+def test_dequantize_half_up_matches_serial(simd):
+    rng = np.random.default_rng(23)
+    codes = rng.integers(0, 65536, (1 << 21) + 7, dtype=np.uint16)
+    for mn, scale in [(-64.5, 0.5), (0.49999999999999994, 1.0), (-3e9, 1e5), (-1e-3, 0.25)]:
+        params = qshard.QuantParams("uint16", mn, scale)
+        a = qshard.dequantize(codes, params, "int32", isa="serial", rounding="half_up")
+        b = qshard.dequantize(codes, params, "int32", isa=simd, rounding="half_up")
+        assert a.tobytes() == b.tobytes()
+
+
+def test_dequantize_keeps_scalar_shapes():
+    for dtype in ("uint8", "uint16", "float16"):
+        codes, params = qshard.quantize(np.float32(1.5), dtype)
+        assert codes.shape == () and qshard.dequantize(codes, params).shape == ()

@@ -172,8 +172,10 @@ def test_older_manifest_int32_quantized_and_no_original_dtype(tmp_path):
     (tmp_path / "weights_manifest.json").write_text(json.dumps(manifest))
     values = tfjs.read_weights(tmp_path)["ids"]
     assert values.dtype == np.int32
-    expected = np.round(codes * params.scale + params.min).astype(np.int32)
-    assert values.tolist() == expected.tolist()
+    exact = codes * params.scale + params.min
+    assert values.tolist() == np.floor(exact + 0.5).astype(np.int32).tolist()  # Math.round, as tfjs
+    python_reader = tfjs.read_weights(tmp_path, rounding="half_even")["ids"]
+    assert python_reader.tolist() == np.round(exact).astype(np.int32).tolist()  # as tensorflowjs's Python
 
 
 def test_nonfinite_tensors_are_kept_and_reported(tmp_path):

@@ -281,6 +281,16 @@ struct Affine8 {
     __m256i to_i32(__m256i q) const noexcept {
         return _mm256_set_m128i(_mm256_cvtpd_epi32(hi(q)), _mm256_cvtpd_epi32(lo(q)));
     }
+    // Math.round: floor, plus one where the (exact) fraction is >= 0.5.
+    static __m128i half_up(__m256d v) noexcept {
+        const __m256d r = _mm256_floor_pd(v);
+        const __m256d up = _mm256_and_pd(_mm256_cmp_pd(_mm256_sub_pd(v, r), _mm256_set1_pd(0.5), _CMP_GE_OQ),
+                                         _mm256_set1_pd(1.0));
+        return _mm256_cvtpd_epi32(_mm256_add_pd(r, up));
+    }
+    __m256i to_i32_half_up(__m256i q) const noexcept {
+        return _mm256_set_m128i(half_up(hi(q)), half_up(lo(q)));
+    }
 };
 
 template <class Code>
@@ -291,9 +301,23 @@ inline __m256i widen8(const Code* q) noexcept {
         return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
 }
 
-template <class Code, class Out, bool Stream>
+// Serial kernels of both output types, with one signature (the rounding flag is ignored for float32).
+template <class Code, class Out>
+struct SerialDequantize {
+    void (*f32)(const Code*, size_t, double, double, float*) noexcept;
+    void (*i32)(const Code*, size_t, double, double, bool, int32_t*) noexcept;
+    bool half_up;
+    void operator()(const Code* q, size_t n, double min, double scale, Out* out) const noexcept {
+        if constexpr (std::is_floating_point_v<Out>)
+            f32(q, n, min, scale, out);
+        else
+            i32(q, n, min, scale, half_up, out);
+    }
+};
+
+template <class Code, class Out, bool Stream, bool HalfUp>
 void dequantize_blocks(const Code* q, size_t n, double min, double scale, Out* out,
-                       void (*serial)(const Code*, size_t, double, double, Out*) noexcept) noexcept {
+                       const SerialDequantize<Code, Out>& serial) noexcept {
     const Affine8 affine(min, scale);
     size_t i = 0;
     if (Stream) {
@@ -305,6 +329,8 @@ void dequantize_blocks(const Code* q, size_t n, double min, double scale, Out* o
         __m256i value;
         if constexpr (std::is_floating_point_v<Out>)
             value = _mm256_castps_si256(affine.to_f32(codes));
+        else if constexpr (HalfUp)
+            value = affine.to_i32_half_up(codes);
         else
             value = affine.to_i32(codes);
         if (Stream)
@@ -318,11 +344,19 @@ void dequantize_blocks(const Code* q, size_t n, double min, double scale, Out* o
 
 template <class Code, class Out>
 void dequantize_any(const Code* q, size_t n, double min, double scale, Out* out,
-                    void (*serial)(const Code*, size_t, double, double, Out*) noexcept) noexcept {
-    if (n * sizeof(Out) >= kStreamBytes && head_to_align32(out, sizeof(Out), n) < n)
-        dequantize_blocks<Code, Out, true>(q, n, min, scale, out, serial);
-    else
-        dequantize_blocks<Code, Out, false>(q, n, min, scale, out, serial);
+                    const SerialDequantize<Code, Out>& serial) noexcept {
+    const bool stream = n * sizeof(Out) >= kStreamBytes && head_to_align32(out, sizeof(Out), n) < n;
+    if (serial.half_up) {
+        if (stream)
+            dequantize_blocks<Code, Out, true, true>(q, n, min, scale, out, serial);
+        else
+            dequantize_blocks<Code, Out, false, true>(q, n, min, scale, out, serial);
+    } else {
+        if (stream)
+            dequantize_blocks<Code, Out, true, false>(q, n, min, scale, out, serial);
+        else
+            dequantize_blocks<Code, Out, false, false>(q, n, min, scale, out, serial);
+    }
 }
 
 }  // namespace
@@ -336,16 +370,22 @@ void quantize_u16_f32_avx2(const float* x, size_t n, const AffineParams& p, uint
 }
 
 void dequantize_f32_u8_avx2(const uint8_t* q, size_t n, double min, double scale, float* out) noexcept {
-    dequantize_any(q, n, min, scale, out, dequantize_f32_u8_serial);
+    dequantize_any(q, n, min, scale, out,
+                   SerialDequantize<uint8_t, float>{dequantize_f32_u8_serial, dequantize_i32_u8_serial, false});
 }
 void dequantize_f32_u16_avx2(const uint16_t* q, size_t n, double min, double scale, float* out) noexcept {
-    dequantize_any(q, n, min, scale, out, dequantize_f32_u16_serial);
+    dequantize_any(q, n, min, scale, out,
+                   SerialDequantize<uint16_t, float>{dequantize_f32_u16_serial, dequantize_i32_u16_serial, false});
 }
-void dequantize_i32_u8_avx2(const uint8_t* q, size_t n, double min, double scale, int32_t* out) noexcept {
-    dequantize_any(q, n, min, scale, out, dequantize_i32_u8_serial);
+void dequantize_i32_u8_avx2(const uint8_t* q, size_t n, double min, double scale, bool half_up,
+                            int32_t* out) noexcept {
+    dequantize_any(q, n, min, scale, out,
+                   SerialDequantize<uint8_t, int32_t>{dequantize_f32_u8_serial, dequantize_i32_u8_serial, half_up});
 }
-void dequantize_i32_u16_avx2(const uint16_t* q, size_t n, double min, double scale, int32_t* out) noexcept {
-    dequantize_any(q, n, min, scale, out, dequantize_i32_u16_serial);
+void dequantize_i32_u16_avx2(const uint16_t* q, size_t n, double min, double scale, bool half_up,
+                             int32_t* out) noexcept {
+    dequantize_any(q, n, min, scale, out,
+                   SerialDequantize<uint16_t, int32_t>{dequantize_f32_u16_serial, dequantize_i32_u16_serial, half_up});
 }
 
 }  // namespace qshard

@@ -61,12 +61,27 @@ void dequantize_f32_u16_serial(const uint16_t* q, size_t n, double min, double s
     for (size_t i = 0; i < n; ++i) out[i] = static_cast<float>(static_cast<double>(q[i]) * scale + min);
 }
 
-void dequantize_i32_u8_serial(const uint8_t* q, size_t n, double min, double scale, int32_t* out) noexcept {
-    for (size_t i = 0; i < n; ++i) out[i] = round_to_i32(static_cast<double>(q[i]) * scale + min);
+int32_t round_half_up_to_i32(double v) noexcept {
+    double r = std::floor(v);
+    if (v - r >= 0.5) r += 1.0;  // v - floor(v) is exact
+    if (!(r >= -2147483648.0 && r < 2147483648.0)) return INT32_MIN;
+    return static_cast<int32_t>(r);
 }
 
-void dequantize_i32_u16_serial(const uint16_t* q, size_t n, double min, double scale, int32_t* out) noexcept {
-    for (size_t i = 0; i < n; ++i) out[i] = round_to_i32(static_cast<double>(q[i]) * scale + min);
+void dequantize_i32_u8_serial(const uint8_t* q, size_t n, double min, double scale, bool half_up,
+                              int32_t* out) noexcept {
+    for (size_t i = 0; i < n; ++i) {
+        const double v = static_cast<double>(q[i]) * scale + min;
+        out[i] = half_up ? round_half_up_to_i32(v) : round_to_i32(v);
+    }
+}
+
+void dequantize_i32_u16_serial(const uint16_t* q, size_t n, double min, double scale, bool half_up,
+                               int32_t* out) noexcept {
+    for (size_t i = 0; i < n; ++i) {
+        const double v = static_cast<double>(q[i]) * scale + min;
+        out[i] = half_up ? round_half_up_to_i32(v) : round_to_i32(v);
+    }
 }
 
 }  // namespace qshard

@@ -78,7 +78,7 @@ void quantize_with_py(const py::array& x, py::array& out, double min, double sca
 }
 
 void dequantize_py(const py::array& q, py::array& out, double min, double scale, const std::string& isa,
-                   unsigned threads) {
+                   unsigned threads, bool half_up) {
     unsigned code_bytes;
     if (q.dtype().is(py::dtype::of<uint8_t>()))
         code_bytes = 1;
@@ -100,7 +100,7 @@ void dequantize_py(const py::array& q, py::array& out, double min, double scale,
     const Kernels& k = kernels_for(isa);
     const void* src = q.data();
     py::gil_scoped_release release;
-    dequantize(k, src, n, code_bytes, min, scale, to_int32, dst, threads);
+    dequantize(k, src, n, code_bytes, min, scale, to_int32, dst, threads, half_up);
 }
 
 void f16_from_f32_py(const py::array& x, py::array& out, const std::string& isa, unsigned threads) {
@@ -245,6 +245,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("quantize_with", &quantize_with_py, py::arg("x"), py::arg("out"), py::arg("min"), py::arg("scale"),
           py::arg("max"), py::arg("qmax"), QSHARD_ISA_THREADS, "Quantize with given parameters.");
     m.def("dequantize", &dequantize_py, py::arg("codes"), py::arg("out"), py::arg("min"), py::arg("scale"), QSHARD_ISA_THREADS,
+          py::arg("half_up") = false,
           "codes * scale + min into a float32 (or rounded into an int32) array.");
     m.def("f16_from_f32", &f16_from_f32_py, py::arg("x"), py::arg("out"), QSHARD_ISA_THREADS);
     m.def("f32_from_f16", &f32_from_f16_py, py::arg("h"), py::arg("out"), QSHARD_ISA_THREADS);

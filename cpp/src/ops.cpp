@@ -51,19 +51,19 @@ AffineParams quantize(const Kernels& k, const float* x, size_t n, uint32_t qmax,
 }
 
 void dequantize(const Kernels& k, const void* q, size_t n, unsigned code_bytes, double min, double scale,
-                bool out_is_int32, void* out, unsigned threads) {
+                bool out_is_int32, void* out, unsigned threads, bool half_up) {
     parallel_for(n, threads, kMinPerThread, [&](unsigned, size_t begin, size_t end) {
         const size_t count = end - begin;
         if (code_bytes == 1) {
             const uint8_t* codes = static_cast<const uint8_t*>(q) + begin;
             if (out_is_int32)
-                k.dequantize_i32_u8(codes, count, min, scale, static_cast<int32_t*>(out) + begin);
+                k.dequantize_i32_u8(codes, count, min, scale, half_up, static_cast<int32_t*>(out) + begin);
             else
                 k.dequantize_f32_u8(codes, count, min, scale, static_cast<float*>(out) + begin);
         } else {
             const uint16_t* codes = static_cast<const uint16_t*>(q) + begin;
             if (out_is_int32)
-                k.dequantize_i32_u16(codes, count, min, scale, static_cast<int32_t*>(out) + begin);
+                k.dequantize_i32_u16(codes, count, min, scale, half_up, static_cast<int32_t*>(out) + begin);
             else
                 k.dequantize_f32_u16(codes, count, min, scale, static_cast<float*>(out) + begin);
         }

@@ -120,17 +120,21 @@ def quantize_with(array, params: QuantParams, *, out: Optional[np.ndarray] = Non
 
 
 def dequantize(codes, params: QuantParams, dtype: str = "float32", *, out: Optional[np.ndarray] = None,
-               isa: Optional[str] = None, threads: Optional[int] = None) -> np.ndarray:
-    """Codes back to float32 (q * scale + min, as tfjs computes it), or to int32 rounded half to even."""
+               isa: Optional[str] = None, threads: Optional[int] = None, rounding: str = "half_even") -> np.ndarray:
+    """Codes back to float32 (q * scale + min, as tfjs computes it), or to int32 rounded
+    half to even (numpy, tensorflowjs's Python reader) or, with rounding="half_up", as
+    JavaScript's Math.round (the tfjs client)."""
     if dtype not in ("float32", "int32"):
         raise ValueError(f"dequantize: dtype must be 'float32' or 'int32', got {dtype!r}")
+    if rounding not in ("half_even", "half_up"):
+        raise ValueError(f"dequantize: rounding must be 'half_even' or 'half_up', got {rounding!r}")
     q = np.asarray(codes)
     if params.dtype == "float16":
         if dtype != "float32":
             raise ValueError("dequantize: float16 codes only dequantize to float32")
         if q.dtype not in (np.float16, np.uint16):
             raise TypeError(f"dequantize: float16 codes must be a float16 (or uint16 bits) array, got {q.dtype}")
-        q = np.ascontiguousarray(q).view(np.uint16)
+        q = np.ascontiguousarray(q).reshape(q.shape).view(np.uint16)
         result = _out(out, q.shape, np.float32, "dequantize")
         _core.f32_from_f16(q, result.reshape(-1), _isa(isa), _threads(threads))
         return result.reshape(q.shape)
@@ -140,9 +144,10 @@ def dequantize(codes, params: QuantParams, dtype: str = "float32", *, out: Optio
         raise TypeError(f"dequantize: {params.dtype} codes must be a {params.dtype} array, got {q.dtype}")
     if params.min is None or params.scale is None:
         raise ValueError(f"dequantize: {params.dtype} codes need min and scale")
-    q = np.ascontiguousarray(q)
+    q = np.ascontiguousarray(q).reshape(q.shape)  # (0-d stays 0-d)
     result = _out(out, q.shape, np.float32 if dtype == "float32" else np.int32, "dequantize")
-    _core.dequantize(q, result.reshape(-1), float(params.min), float(params.scale), _isa(isa), _threads(threads))
+    _core.dequantize(q, result.reshape(-1), float(params.min), float(params.scale), _isa(isa), _threads(threads),
+                     rounding == "half_up")
     return result.reshape(q.shape)
 
 

@@ -311,8 +311,9 @@ class WebModel:
         """The stored values: codes for quantized weights (read-only view when in one shard)."""
         return self.shards.stored(self.spec(name))
 
-    def values(self, name: str) -> np.ndarray:
-        """The weight's values, dequantized to its original dtype as tfjs does."""
+    def values(self, name: str, rounding: str = "half_up") -> np.ndarray:
+        """The weight's values, dequantized to its original dtype as the tfjs client does
+        (int32 originals round like Math.round; rounding="half_even" gives tensorflowjs's Python)."""
         spec = self.spec(name)
         stored = self.shards.stored(spec)
         q = spec.quantization
@@ -323,13 +324,14 @@ class WebModel:
         if q.dtype == "float16":
             out = dequantize(stored, params)
             return out.astype(np.int32) if original == "int32" else out
-        return dequantize(stored, params, original)
+        return dequantize(stored, params, original, rounding=rounding)
 
 
-def read_weights(path: Union[str, os.PathLike], *, raw: bool = False) -> Dict[str, np.ndarray]:
-    """name -> values of a web model (dequantized; raw=True gives the stored codes instead)."""
+def read_weights(path: Union[str, os.PathLike], *, raw: bool = False, rounding: str = "half_up") -> Dict[str, np.ndarray]:
+    """name -> values of a web model, dequantized as the tfjs client does (raw=True: the stored
+    codes; rounding="half_even": int32 weights as tensorflowjs's Python reader rounds them)."""
     model = WebModel(path)
-    return {s.name: (model.stored(s.name) if raw else model.values(s.name)) for s in model.specs}
+    return {s.name: (model.stored(s.name) if raw else model.values(s.name, rounding)) for s in model.specs}
 
 
 @dataclass

@@ -10,7 +10,9 @@
 // Quantize:   q = rint((clip(x, min, max) - min) / scale)   all in float64, rint = round half
 //             to even (nearbyint under the default rounding mode), never std::round.
 // Dequantize: x = float32(q * scale + min) in float64 (tfjs: Math.fround(q * scale + min));
-//             for int32 originals, int32(rint(q * scale + min)).
+//             for int32 originals, int32(round(q * scale + min)) with one of two rounding rules:
+//             half to even (numpy, so tensorflowjs's Python reader) or half up (JavaScript's
+//             Math.round, so the tfjs client); `half_up` picks.
 // The whole project builds with -ffp-contract=off: a fused multiply-add would change
 // `qmax * scale + min` and so the nudged max, and with it the bytes.
 //
@@ -45,15 +47,17 @@ void quantize_u16_f32_avx2(const float* x, size_t n, const AffineParams& p, uint
 
 void dequantize_f32_u8_serial(const uint8_t* q, size_t n, double min, double scale, float* out) noexcept;
 void dequantize_f32_u16_serial(const uint16_t* q, size_t n, double min, double scale, float* out) noexcept;
-void dequantize_i32_u8_serial(const uint8_t* q, size_t n, double min, double scale, int32_t* out) noexcept;
-void dequantize_i32_u16_serial(const uint16_t* q, size_t n, double min, double scale, int32_t* out) noexcept;
+void dequantize_i32_u8_serial(const uint8_t* q, size_t n, double min, double scale, bool half_up, int32_t* out) noexcept;
+void dequantize_i32_u16_serial(const uint16_t* q, size_t n, double min, double scale, bool half_up, int32_t* out) noexcept;
 void dequantize_f32_u8_avx2(const uint8_t* q, size_t n, double min, double scale, float* out) noexcept;
 void dequantize_f32_u16_avx2(const uint16_t* q, size_t n, double min, double scale, float* out) noexcept;
-void dequantize_i32_u8_avx2(const uint8_t* q, size_t n, double min, double scale, int32_t* out) noexcept;
-void dequantize_i32_u16_avx2(const uint16_t* q, size_t n, double min, double scale, int32_t* out) noexcept;
+void dequantize_i32_u8_avx2(const uint8_t* q, size_t n, double min, double scale, bool half_up, int32_t* out) noexcept;
+void dequantize_i32_u16_avx2(const uint16_t* q, size_t n, double min, double scale, bool half_up, int32_t* out) noexcept;
 
 // One element, the definition of "correct" for both directions.
 uint32_t quantize_one(float x, const AffineParams& p) noexcept;
 int32_t round_to_i32(double v) noexcept;  // rint, saturating out-of-range and NaN to INT32_MIN
+// JavaScript's Math.round (halves toward +Inf), what tfjs computes for int32 weights; same saturation.
+int32_t round_half_up_to_i32(double v) noexcept;
 
 }  // namespace qshard

@@ -24,8 +24,8 @@ struct Kernels {
     void (*quantize_u16_f32)(const float*, size_t, const AffineParams&, uint16_t*) noexcept;
     void (*dequantize_f32_u8)(const uint8_t*, size_t, double, double, float*) noexcept;
     void (*dequantize_f32_u16)(const uint16_t*, size_t, double, double, float*) noexcept;
-    void (*dequantize_i32_u8)(const uint8_t*, size_t, double, double, int32_t*) noexcept;
-    void (*dequantize_i32_u16)(const uint16_t*, size_t, double, double, int32_t*) noexcept;
+    void (*dequantize_i32_u8)(const uint8_t*, size_t, double, double, bool, int32_t*) noexcept;
+    void (*dequantize_i32_u16)(const uint16_t*, size_t, double, double, bool, int32_t*) noexcept;
     void (*f16_from_f32)(const float*, size_t, uint16_t*) noexcept;
     void (*f32_from_f16)(const uint16_t*, size_t, float*) noexcept;
     uint32_t (*ceiling_read)(const void*, size_t) noexcept;

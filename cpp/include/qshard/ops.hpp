@@ -20,8 +20,9 @@ AffineParams quantize(const Kernels& k, const float* x, size_t n, uint32_t qmax,
 void quantize_with(const Kernels& k, const float* x, size_t n, const AffineParams& p, void* out, unsigned threads);
 
 // code_bytes: 1 or 2; out_is_int32: round to int32 instead of float32.
+// half_up: int32 rounding as JavaScript's Math.round (the tfjs client) instead of half to even.
 void dequantize(const Kernels& k, const void* q, size_t n, unsigned code_bytes, double min, double scale,
-                bool out_is_int32, void* out, unsigned threads);
+                bool out_is_int32, void* out, unsigned threads, bool half_up = false);
 
 void f16_from_f32(const Kernels& k, const float* x, size_t n, uint16_t* out, unsigned threads);
 void f32_from_f16(const Kernels& k, const uint16_t* h, size_t n, float* out, unsigned threads);

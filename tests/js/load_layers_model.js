@@ -1,0 +1,107 @@
+#!/usr/bin/env node
+// Load a TensorFlow.js layers model with the stock JavaScript client and run it.
+//
+//   node load_layers_model.js <model-folder> <input.json> <out.json> [<model-folder> <input.json> <out.json> ...]
+//
+// The model is loaded by tf.loadLayersModel through a small IOHandler that does what tfjs's own
+// http / file handlers do: it parses <model-folder>/model.json and returns its modelTopology,
+// the weight specs of every group, and all shard files of all groups concatenated in manifest
+// order as one ArrayBuffer. Loading is strict: every weight of the model must be provided, and
+// every provided weight must belong to the model.
+//
+// <input.json> is {"shape": [...], "hex": little-endian float32 bytes}. <out.json> receives
+// {"tfjs", "backend", "shape", "dtype", "hex"} of model.predict(input), float32 bits exact, plus
+// "weights": the names and shapes of the model's weights as tfjs-layers built them.
+'use strict';
+
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const tf = require('@tensorflow/tfjs');
+
+function toArrayBuffer(buf) {
+  return buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
+}
+
+function folderHandler(folder) {
+  return {
+    async load() {
+      const file = path.join(folder, 'model.json');
+      const doc = JSON.parse(fs.readFileSync(file, 'utf8'));
+      if (!Array.isArray(doc.weightsManifest)) {
+        throw new Error(`${file}: no weightsManifest`);
+      }
+      const weightSpecs = [];
+      const parts = [];
+      for (const group of doc.weightsManifest) {
+        weightSpecs.push(...group.weights);
+        for (const p of group.paths) {
+          parts.push(fs.readFileSync(path.join(folder, p)));
+        }
+      }
+      const artifacts = {
+        modelTopology: doc.modelTopology,
+        weightSpecs,
+        weightData: toArrayBuffer(Buffer.concat(parts)),
+        format: doc.format,
+        generatedBy: doc.generatedBy,
+        convertedBy: doc.convertedBy,
+      };
+      if (doc.trainingConfig != null) artifacts.trainingConfig = doc.trainingConfig;
+      if (doc.userDefinedMetadata != null) artifacts.userDefinedMetadata = doc.userDefinedMetadata;
+      return artifacts;
+    },
+  };
+}
+
+function readInput(file) {
+  const spec = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const bytes = Buffer.from(spec.hex, 'hex');
+  const values = new Float32Array(toArrayBuffer(bytes));
+  return tf.tensor(values, spec.shape, 'float32');
+}
+
+async function run(folder, inputFile, outFile) {
+  const model = await tf.loadLayersModel(folderHandler(folder), {strict: true});
+  const x = readInput(inputFile);
+  const y = model.predict(x);
+  if (Array.isArray(y)) {
+    throw new Error(`${folder}: the model has several outputs; this script handles one`);
+  }
+  const values = await y.data();
+  const result = {
+    tfjs: tf.version.tfjs,
+    backend: tf.getBackend(),
+    shape: y.shape,
+    dtype: y.dtype,
+    hex: Buffer.from(values.buffer, values.byteOffset, values.byteLength).toString('hex'),
+    weights: model.weights.map((w) => ({name: w.originalName, shape: w.shape})),
+  };
+  fs.writeFileSync(outFile, JSON.stringify(result));
+  tf.dispose([x, y]);
+  model.dispose();
+}
+
+async function main() {
+  const args = process.argv.slice(2);
+  if (args.length === 0 || args.length % 3 !== 0) {
+    console.error('usage: node load_layers_model.js <model-folder> <input.json> <out.json> [...]');
+    process.exit(2);
+  }
+  if (os.endianness() !== 'LE') {
+    throw new Error('this script reads and writes float32 bytes as little-endian; this machine is big-endian');
+  }
+  await tf.setBackend('cpu');
+  await tf.ready();
+  if (tf.getBackend() !== 'cpu') {
+    throw new Error(`expected the cpu backend, got ${tf.getBackend()}`);
+  }
+  for (let i = 0; i < args.length; i += 3) {
+    await run(args[i], args[i + 1], args[i + 2]);
+  }
+}
+
+main().catch((error) => {
+  console.error(error && error.stack ? error.stack : String(error));
+  process.exit(1);
+});
