@@ -32,7 +32,10 @@ unsigned automatic_threads() noexcept {
 
 unsigned default_threads() noexcept {
     const unsigned set = g_threads.load(std::memory_order_relaxed);
-    return set ? set : automatic_threads();
+    if (set) return set;
+    // Probed once: a syscall per kernel call adds up when a model is processed in small chunks.
+    static const unsigned automatic = automatic_threads();
+    return automatic;
 }
 
 void set_default_threads(unsigned threads) noexcept { g_threads.store(threads, std::memory_order_relaxed); }
