@@ -1,9 +1,11 @@
 """Read, write and re-quantize TensorFlow.js web models (model.json / weights_manifest.json + shards).
 
 Output is byte-identical to tensorflowjs 4.22's write_weights for the same weights and dtypes, with
-two deliberate differences for tensors tensorflowjs would corrupt (see README): a float32 tensor
-holding NaN/Inf is kept as float32 when uint8/uint16 was asked (float16 is honoured when its only
-non-finite values are +-Inf), and an empty float32 tensor quantizes to no codes with min 0, scale 1.
+deliberate differences (see README): a float32 tensor holding NaN/Inf is kept as float32 when
+uint8/uint16 was asked (float16 is honoured when its only non-finite values are +-Inf); an empty
+float32 tensor quantizes to no codes with min 0, scale 1 (tensorflowjs raises); and a tensor of
+zeros of both signs records min -0.0 where numpy may pick +0.0 (same codes, same values).
+qshard.compat.tensorflowjs reproduces tensorflowjs exactly, these cases included.
 """
 from __future__ import annotations
 
