@@ -142,3 +142,22 @@ def test_gil_is_released_during_kernels():
     finally:
         sys.setswitchinterval(old)
     assert spins > 1000
+
+
+def test_misaligned_views_are_copied_not_misread():
+    # A uint16 / float32 view at an odd byte offset (as np.frombuffer gives for a tensor that
+    # follows an odd-sized one in a shard) must still quantize and dequantize correctly.
+    raw = bytearray(1 + 4 * 1000)
+    x = np.frombuffer(raw, np.float32, count=1000, offset=1)
+    assert not x.flags.aligned
+    x_fill = np.linspace(-2, 3, 1000, dtype=np.float32)
+    raw[1:] = x_fill.tobytes()
+    codes, params = qshard.quantize(x, "uint16")
+    assert codes.tobytes() == qshard.quantize(x_fill, "uint16")[0].tobytes()
+    packed = bytearray(1) + codes.tobytes()
+    odd_codes = np.frombuffer(bytes(packed), np.uint16, offset=1)
+    assert not odd_codes.flags.aligned
+    assert qshard.dequantize(odd_codes, params).tobytes() == qshard.dequantize(codes, params).tobytes()
+    from qshard import _core
+    with pytest.raises(TypeError, match="not aligned"):
+        _core.dequantize(odd_codes, np.empty(1000, np.float32), params.min, params.scale)

@@ -31,6 +31,9 @@ void require(const py::array& a, const char* fn, const char* arg, const char* ex
         throw py::type_error(std::string(fn) + ": " + arg + " must be a " + expected + " array, got " + dtype_name(a));
     if (!(a.flags() & py::array::c_style))
         throw py::type_error(std::string(fn) + ": " + arg + " must be C-contiguous (use numpy.ascontiguousarray)");
+    // Kernels read through typed pointers: a view at an odd byte offset would be undefined behaviour.
+    if (reinterpret_cast<uintptr_t>(a.data()) % alignof(T) != 0)
+        throw py::type_error(std::string(fn) + ": " + arg + " is not aligned for its dtype (copy it first)");
 }
 
 template <class T>
@@ -87,6 +90,8 @@ void dequantize_py(const py::array& q, py::array& out, double min, double scale,
     else
         throw py::type_error(std::string("dequantize: codes must be a uint8 or uint16 array, got ") + dtype_name(q));
     if (!(q.flags() & py::array::c_style)) throw py::type_error("dequantize: codes must be C-contiguous");
+    if (reinterpret_cast<uintptr_t>(q.data()) % code_bytes != 0)
+        throw py::type_error("dequantize: codes are not aligned for their dtype (copy them first)");
     const size_t n = static_cast<size_t>(q.size());
     bool to_int32;
     void* dst;

@@ -39,14 +39,17 @@ def _threads(threads: Optional[int]) -> int:
     return int(threads)
 
 
+def _ready(a: np.ndarray, dtype=None) -> np.ndarray:
+    """C-contiguous, aligned, native byte order (the kernels read through typed pointers): no
+    copy if it already is. Views into shard files can sit at odd offsets; those are copied once."""
+    return np.require(a, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
+
+
 def _float32(array, fn: str) -> np.ndarray:
     """The data as a C-contiguous float32 array: no copy if it already is one."""
     a = np.asarray(array)
-    # (np.ascontiguousarray would turn a 0-d scalar into shape (1,): keep the shape)
-    if a.dtype == np.float32:
-        return np.ascontiguousarray(a).reshape(a.shape)
     if a.dtype.kind == "f":  # float64 / float16 / big-endian float32: converted, as tensorflowjs does
-        return np.ascontiguousarray(a, dtype=np.float32).reshape(a.shape)
+        return _ready(a, np.float32)
     raise TypeError(f"{fn}: expected a float32 array (float64 and float16 are converted), got {a.dtype}")
 
 
@@ -134,7 +137,7 @@ def dequantize(codes, params: QuantParams, dtype: str = "float32", *, out: Optio
             raise ValueError("dequantize: float16 codes only dequantize to float32")
         if q.dtype not in (np.float16, np.uint16):
             raise TypeError(f"dequantize: float16 codes must be a float16 (or uint16 bits) array, got {q.dtype}")
-        q = np.ascontiguousarray(q).reshape(q.shape).view(np.uint16)
+        q = _ready(q).view(np.uint16)
         result = _out(out, q.shape, np.float32, "dequantize")
         _core.f32_from_f16(q, result.reshape(-1), _isa(isa), _threads(threads))
         return result.reshape(q.shape)
@@ -144,7 +147,7 @@ def dequantize(codes, params: QuantParams, dtype: str = "float32", *, out: Optio
         raise TypeError(f"dequantize: {params.dtype} codes must be a {params.dtype} array, got {q.dtype}")
     if params.min is None or params.scale is None:
         raise ValueError(f"dequantize: {params.dtype} codes need min and scale")
-    q = np.ascontiguousarray(q).reshape(q.shape)  # (0-d stays 0-d)
+    q = _ready(q)
     result = _out(out, q.shape, np.float32 if dtype == "float32" else np.int32, "dequantize")
     _core.dequantize(q, result.reshape(-1), float(params.min), float(params.scale), _isa(isa), _threads(threads),
                      rounding == "half_up")

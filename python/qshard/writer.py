@@ -1,0 +1,213 @@
+"""The writing pipeline shared by every converter: weights planned as items, written group by
+group into C++ shard writers in one pass, NaN/Inf tensors dropped to float32, and output folders
+that appear only when complete."""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from . import manifest as mf
+from .errors import OutputError
+from .shards import Scratch
+
+QMAX = {"uint8": 255, "uint16": 65535}
+Progress = Optional[Callable[[int, int], None]]
+
+
+@dataclass
+class Kept:
+    """A weight left as it was although a dtype was asked for it, and why."""
+
+    name: str
+    asked: str
+    reason: str
+
+
+@dataclass
+class _Item:
+    """One weight to write: where its values come from and how it will be stored."""
+
+    name: str
+    shape: Tuple[int, ...]
+    dtype: str                                    # tfjs dtype in the manifest
+    target: Optional[str] = None                  # uint8/uint16/float16, or None: bytes as they are
+    load: Optional[Callable[[Scratch], object]] = None  # float32 values (target) or stored bytes (none)
+    quantization: Optional[mf.Quantization] = None  # of stored bytes carried unchanged
+    stored_nbytes: int = 0                        # bytes if written unchanged
+    fallback: Optional[Callable[[Scratch], object]] = None  # stored float32 bytes if the target is refused
+    chunks: Optional[Callable[[Scratch], Iterable[np.ndarray]]] = None  # float32 values piece by piece
+    raw_chunks: Optional[Callable[[Scratch], Iterable[np.ndarray]]] = None  # stored bytes piece by piece
+
+    @property
+    def nbytes(self) -> int:
+        if self.target is None:
+            return self.stored_nbytes
+        return math.prod(self.shape) * (1 if self.target == "uint8" else 2)
+
+
+class _Refused(Exception):
+    """A tensor its target cannot represent (NaN / Inf); the group is written again without it."""
+
+    def __init__(self, item: _Item, reason: str):
+        super().__init__(reason)
+        self.item, self.reason = item, reason
+
+
+def _refusal(x: np.ndarray, target: str) -> Tuple[float, float, str]:
+    """(lo, hi, reason): reason is '' when the target can represent x."""
+    if x.size == 0:
+        return 0.0, 0.0, ""
+    lo, hi, has_nan = _core.minmax(x.reshape(-1), "", 0)
+    if has_nan:
+        if target == "float16":
+            return lo, hi, "holds NaN (kept as float32 rather than a float16 NaN)"
+        return lo, hi, f"holds NaN, which {target} cannot represent"
+    if (np.isinf(lo) or np.isinf(hi)) and target in QMAX:
+        return lo, hi, f"holds Inf, which {target} cannot represent"
+    return lo, hi, ""
+
+
+def _merge_range(a: Tuple[float, float, bool], b: Tuple[float, float, bool]) -> Tuple[float, float, bool]:
+    """Combine two (lo, hi, has_nan) as one pass would: -0.0 orders below +0.0."""
+    def below(x, y):  # x < y in that order
+        return x < y or (x == y == 0 and np.signbit(x) and not np.signbit(y))
+    lo = b[0] if below(b[0], a[0]) else a[0]
+    hi = b[1] if below(a[1], b[1]) else a[1]
+    return lo, hi, a[2] or b[2]
+
+
+def _append_chunked(writer: "_core.ShardWriter", item: _Item, scratch: Scratch, threads: int) -> mf.WeightSpec:
+    """Two passes over cache-sized chunks: min/max, then codes straight into the shard writer."""
+    rng = None
+    for chunk in item.chunks(scratch):
+        part = _core.minmax(chunk, "", 0)
+        rng = part if rng is None else _merge_range(rng, part)
+    lo, hi, has_nan = rng if rng is not None else (0.0, 0.0, False)
+    reason = ""
+    if has_nan:
+        reason = ("holds NaN (kept as float32 rather than a float16 NaN)" if item.target == "float16"
+                  else f"holds NaN, which {item.target} cannot represent")
+    elif item.target in QMAX and (np.isinf(lo) or np.isinf(hi)):
+        reason = f"holds Inf, which {item.target} cannot represent"
+    if reason:
+        raise _Refused(item, reason)
+    if item.target == "float16":
+        for chunk in item.chunks(scratch):
+            writer.append_float16(chunk, "", threads)
+        return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization("float16", original_dtype="float32"))
+    qmax = QMAX[item.target]
+    if rng is None:
+        mn, scale = 0.0, 1.0
+    else:
+        mn, scale, mx = _core.affine_params(lo, hi, qmax)
+        for chunk in item.chunks(scratch):
+            writer.append_quantized(chunk, mn, scale, mx, qmax, False, "", threads)
+    return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization(item.target, mn, scale, "float32"))
+
+
+def _append(writer: "_core.ShardWriter", item: _Item, scratch: Scratch, threads: int) -> mf.WeightSpec:
+    """Write one weight; raises _Refused before writing a byte of a tensor its target cannot hold."""
+    if item.target is not None and item.chunks is not None:
+        return _append_chunked(writer, item, scratch, threads)
+    if item.target is None and item.raw_chunks is not None:
+        for chunk in item.raw_chunks(scratch):
+            writer.append(chunk)
+        return mf.WeightSpec(item.name, item.shape, item.dtype, item.quantization)
+    if item.target is None:
+        data = item.load(scratch)
+        if isinstance(data, np.ndarray):
+            writer.append(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+        elif len(data):
+            writer.append(np.frombuffer(data, np.uint8))
+        return mf.WeightSpec(item.name, item.shape, item.dtype, item.quantization)
+    x = np.require(item.load(scratch), np.float32, ["C_CONTIGUOUS", "ALIGNED"]).reshape(-1)
+    lo, hi, reason = _refusal(x, item.target)
+    if reason:
+        raise _Refused(item, reason)
+    if item.target == "float16":
+        writer.append_float16(x, "", threads)
+        return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization("float16", original_dtype="float32"))
+    qmax = QMAX[item.target]
+    if x.size == 0:
+        mn, scale = 0.0, 1.0
+    else:
+        mn, scale, mx = _core.affine_params(lo, hi, qmax)
+        writer.append_quantized(x, mn, scale, mx, qmax, False, "", threads)
+    return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization(item.target, mn, scale, "float32"))
+
+
+def _write_groups(out_dir: Path, groups: Sequence[Sequence[_Item]], shard_size: int, threads: int,
+                  progress: Progress) -> Tuple[List[mf.Group], List[Kept]]:
+    """Write every group in one pass over its tensors. Sizes (and so shard names) are fixed from
+    the targets up front; a tensor that turns out to hold NaN/Inf is dropped to float32 and its
+    group written again (rare, and only that group)."""
+    kept: List[Kept] = []
+    scratch = Scratch()
+    total = sum(item.nbytes for group in groups for item in group)
+    done_before = 0
+    result = []
+    for gi, group in enumerate(groups):
+        while True:
+            writer = _core.ShardWriter(str(out_dir), gi + 1, sum(item.nbytes for item in group), shard_size)
+            done = done_before
+            try:
+                specs = []
+                for item in group:
+                    specs.append(_append(writer, item, scratch, threads))
+                    done += item.nbytes
+                    if progress:
+                        progress(done, total)
+                writer.finish()
+                break
+            except _Refused as refused:
+                for name in writer.names:
+                    (out_dir / name).unlink(missing_ok=True)
+                item = refused.item
+                kept.append(Kept(item.name, item.target, refused.reason))
+                total += item.stored_nbytes - item.nbytes
+                item.target = None
+                if item.raw_chunks is None:
+                    item.load = item.fallback
+        done_before = done
+        result.append(mf.Group(tuple(writer.names), tuple(specs)))
+    return result, kept
+
+
+@contextmanager
+def atomic_folder(out_dir: Union[str, os.PathLike], force: bool = False) -> Iterator[Path]:
+    """A temporary folder beside out_dir that becomes out_dir only if the block completes."""
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise OutputError(f"{out}: already exists (use --force / force=True to replace it)")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder")
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.qshard-", dir=parent))
+    except OSError as error:
+        raise OutputError(f"{out}: cannot create the output folder: {error.strerror or error}") from None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.qshard-old-", dir=parent))
+            os.replace(out, old / "previous")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
