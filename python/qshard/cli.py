@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
 from typing import List, Optional
@@ -33,6 +35,28 @@ class _Bar:
             sys.stderr.flush()
 
 
+def _test_pause(progress):
+    """Test hook: with QSHARD_TEST_PAUSE_AT_BYTES=N the command says 'paused' on stderr and sleeps
+    once N bytes are written, so a test can interrupt it mid-way at a known point."""
+    limit = os.environ.get("QSHARD_TEST_PAUSE_AT_BYTES")
+    if not limit:
+        return progress
+    state = {"paused": False}
+
+    def wrapped(done: int, total: int) -> None:
+        progress(done, total)
+        if not state["paused"] and done >= int(limit):
+            state["paused"] = True
+            sys.stderr.write("qshard: paused (test hook)\n")
+            sys.stderr.flush()
+            time.sleep(60)
+    return wrapped
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: the temporary output folder is removed
+
+
 def _quantize(args) -> int:
     from . import tfjs
     from .summary import human
@@ -43,7 +67,8 @@ def _quantize(args) -> int:
     try:
         report = tfjs.quantize_model(args.input, args.output, uint8=args.uint8, uint16=args.uint16,
                                      float16=args.float16, keep=args.keep, shard_size=args.shard_size,
-                                     force=args.force, threads=args.threads, progress=bar)
+                                     force=args.force, threads=args.threads, progress=_test_pause(bar),
+                                     kind=args.kind)
     finally:
         bar.close()
     for pattern in report.unmatched_patterns:
@@ -117,7 +142,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     "every other weight and every model.json key is copied unchanged. Put the flags after IN and "
                     "OUT. The output appears only when complete.",
         epilog="example: qshard quantize web_model out --uint8 --float16 'dense_1/*' --keep 'conv1/*'")
-    quant.add_argument("input", metavar="IN", help="model folder, model.json or weights_manifest.json")
+    quant.add_argument("input", metavar="IN", help="tfjs model folder / model.json / weights_manifest.json, "
+                                                   ".safetensors, .npz or a folder of .npy, Keras .h5")
     quant.add_argument("output", metavar="OUT", help="output folder (must not exist unless --force)")
     for dtype in ("uint8", "uint16", "float16"):
         quant.add_argument(f"--{dtype}", nargs="*", metavar="PAT",
@@ -125,6 +151,8 @@ def _build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--keep", nargs="+", metavar="PAT", help="weights to leave as they are stored")
     quant.add_argument("--shard-size", type=int, default=4 * 1024 * 1024, metavar="BYTES",
                        help="shard size in bytes (default 4194304, what browsers cache)")
+    quant.add_argument("--from", dest="kind", choices=["tfjs", "safetensors", "npz", "h5"],
+                       help="the kind of IN (default: guessed from the path)")
     quant.add_argument("--force", action="store_true", help="replace OUT if it exists")
     quant.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
     quant.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
@@ -163,6 +191,8 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if argv is None:  # the command itself, not a call from Python code
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "bench":
             from . import bench

@@ -166,11 +166,18 @@ def quantize_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
                    uint8: patterns.Patterns = None, uint16: patterns.Patterns = None,
                    float16: patterns.Patterns = None, keep: patterns.Patterns = None,
                    shard_size: int = DEFAULT_SHARD_SIZE, force: bool = False, threads: Optional[int] = None,
-                   progress: Progress = None) -> QuantizeReport:
+                   progress: Progress = None, kind: Optional[str] = None) -> QuantizeReport:
     """Re-quantize a web model (float or already quantized) into out_dir: the weights the patterns
-    select get the new dtype, every other weight and every other model.json key stay as they were."""
+    select get the new dtype, every other weight and every other model.json key stay as they were.
+    Other inputs (kind 'safetensors', 'npz', 'h5', or guessed from the path) become a weights
+    manifest and shards (qshard.stream.convert)."""
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size <= 0:
         raise QshardError(f"shard size must be a positive integer, got {shard_size!r}")
+    from . import stream
+    kind = kind or stream.guess_kind(src)
+    if kind != "tfjs":
+        return stream.convert(src, out_dir, kind=kind, uint8=uint8, uint16=uint16, float16=float16, keep=keep,
+                              shard_size=shard_size, force=force, threads=threads, progress=progress)
     model = WebModel(src)
     specs = model.specs
     names = [s.name for s in specs]
