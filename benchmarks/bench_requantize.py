@@ -31,6 +31,23 @@ open(out + "/model.json", "w").write(json.dumps(doc))
 """
 
 
+def make_safetensors(path: Path, gigabytes: float, tensor_mib: int = 16) -> int:
+    """A safetensors file of float32 tensors of tensor_mib MiB each."""
+    n = int(gigabytes * 1024 / tensor_mib)
+    count = tensor_mib * (1 << 20) // 4
+    header = {f"layer{i:04d}/kernel": {"dtype": "F32", "shape": [count],
+                                      "data_offsets": [i * count * 4, (i + 1) * count * 4]} for i in range(n)}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    block = np.random.default_rng(0).standard_normal(count, dtype=np.float32)
+    path.parent.mkdir(parents=True)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        for i in range(n):
+            f.write(np.roll(block, i).tobytes())
+    return path.stat().st_size
+
+
 def make_model(folder: Path, gigabytes: float, tensor_mib: int = 16) -> int:
     """Float32 tensors of tensor_mib MiB each, written with qshard (4 MiB shards)."""
     from qshard import tfjs
@@ -57,7 +74,10 @@ def timed(cmd, env=None):
 
 
 def drop_output(path: Path):
-    shutil.rmtree(path, ignore_errors=True)
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def main() -> int:
@@ -66,25 +86,28 @@ def main() -> int:
     parser.add_argument("--tmp", help="where to put the files (default: a temporary folder)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each command; the best is kept")
     parser.add_argument("--skip-tensorflowjs", action="store_true")
+    parser.add_argument("--format", choices=["tfjs", "safetensors"], default="tfjs",
+                        help="the input model's format (tensorflowjs only reads tfjs)")
     parser.add_argument("--make", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.make:
-        make_model(Path(args.make), args.gb)
+        (make_safetensors if args.format == "safetensors" else make_model)(Path(args.make), args.gb)
         return 0
     root = Path(tempfile.mkdtemp(dir=args.tmp, prefix="qshard-bench-"))
     try:
-        src = root / "src"
+        src = root / "src" if args.format == "tfjs" else root / "src" / "model.safetensors"
         # Made in a child process: children forked later would otherwise inherit (and report) the
         # memory this process used to make it.
-        subprocess.run([sys.executable, __file__, "--make", str(src), "--gb", str(args.gb)], check=True)
-        size = sum(f.stat().st_size for f in src.iterdir())
+        subprocess.run([sys.executable, __file__, "--make", str(src), "--gb", str(args.gb), "--format", args.format],
+                       check=True)
+        size = sum(f.stat().st_size for f in (src.iterdir() if src.is_dir() else [src]))
         env = dict(os.environ)
         commands = {
-            "cp -r": ["cp", "-r", str(src), str(root / "out")],
+            "cp -r": ["cp", "-r", str(src), str(root / "out")],  # (a file, for safetensors)
             "qshard quantize --uint8": [sys.executable, "-m", "qshard", "quantize", str(src), str(root / "out"),
                                         "--uint8", "-q"],
         }
-        if not args.skip_tensorflowjs:
+        if not args.skip_tensorflowjs and args.format == "tfjs":
             commands["tensorflowjs read+write_weights"] = [
                 "sh", "-c", f'mkdir -p "{root / "out"}" && exec "{sys.executable}" -c \'{TFJS_SCRIPT}\' '
                             f'"{src}" "{root / "out"}"']
@@ -96,7 +119,8 @@ def main() -> int:
                 best = results[name]
                 results[name] = (min(best[0], wall), max(best[1], rss))
         base = results["cp -r"][0]
-        print(f"model: {size / 2**30:.2f} GiB float32 in 4 MiB shards; best of {args.repeat}; "
+        layout = "in 4 MiB shards" if args.format == "tfjs" else "in one safetensors file"
+        print(f"model: {size / 2**30:.2f} GiB float32 {layout}; best of {args.repeat}; "
               f"CPU {os.cpu_count()} cores")
         print(f"{'command':<34} {'wall s':>8} {'GB/s':>7} {'x cp':>6} {'peak RSS MiB':>13}")
         for name, (wall, rss) in results.items():

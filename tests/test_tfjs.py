@@ -270,3 +270,16 @@ def test_size_mismatches_are_errors_and_verify_reports_them(tmp_path):
     assert "2 bytes extra" in verify(tmp_path / "m").problems[0]
     shard.unlink()
     assert "shard file is missing" in verify(tmp_path / "m").problems[0]
+
+
+def test_failure_with_writes_in_flight_leaves_no_litter(tmp_path):
+    # Small shards keep a background write in flight almost all the time; a failure at any
+    # point must still leave the parent folder exactly as it was.
+    make_model(tmp_path / "src", [[("w", np.random.default_rng(9).standard_normal(200_000).astype(np.float32))]])
+    for cut in (0.1, 0.3, 0.5, 0.7, 0.9):
+        def explode(done, total, cut=cut):
+            if done > total * cut:
+                raise RuntimeError("injected failure")
+        with pytest.raises(RuntimeError):
+            tfjs.quantize_model(tmp_path / "src", tmp_path / "out", uint16=True, shard_size=4096, progress=explode)
+        assert sorted(os.listdir(tmp_path)) == ["src"]

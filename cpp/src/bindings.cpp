@@ -269,6 +269,10 @@ PYBIND11_MODULE(_core, m) {
         .def("finish", [](ShardWriter& w) {
             py::gil_scoped_release release;
             w.finish();
-        });
+        })
+        .def("abort", [](ShardWriter& w) {
+            py::gil_scoped_release release;
+            w.abort();
+        }, "Wait for a write in flight and discard the rest (before cleaning up a failed output).");
     m.def("ceiling_widen", &ceiling_widen_py, py::arg("codes"), py::arg("out"), QSHARD_ISA_THREADS);
 }

@@ -27,7 +27,40 @@ ShardWriter::ShardWriter(std::string folder, unsigned group_number, uint64_t tot
     buffer_.resize(static_cast<size_t>(buffer_bytes));
 }
 
-ShardWriter::~ShardWriter() = default;
+ShardWriter::~ShardWriter() {
+    if (pending_.valid()) pending_.wait();  // never free a buffer a write is still reading
+}
+
+namespace {
+
+void write_file(const std::string& path, const uint8_t* data, size_t bytes) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), path);
+    size_t done = 0;
+    while (done < bytes) {
+        const ssize_t n = ::write(fd, data + done, bytes - done);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            const int error = errno;
+            ::close(fd);
+            throw std::system_error(error, std::generic_category(), path);
+        }
+        done += static_cast<size_t>(n);
+    }
+    if (::close(fd) != 0) throw std::system_error(errno, std::generic_category(), path);
+}
+
+}  // namespace
+
+void ShardWriter::abort() noexcept {
+    if (pending_.valid()) pending_.wait();
+    pending_ = std::future<void>();
+    finished_ = true;
+}
+
+void ShardWriter::wait_pending() {
+    if (pending_.valid()) pending_.get();
+}
 
 void ShardWriter::check_room(size_t bytes) const {
     if (finished_) throw std::logic_error("the shard writer is already finished");
@@ -38,21 +71,13 @@ void ShardWriter::check_room(size_t bytes) const {
 
 void ShardWriter::flush() {
     if (fill_ == 0) return;
+    wait_pending();  // one write in flight at most; an earlier failure surfaces here
     const std::string path = folder_ + "/" + names_.at(static_cast<size_t>(next_shard_));
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) throw std::system_error(errno, std::generic_category(), path);
-    size_t done = 0;
-    while (done < fill_) {
-        const ssize_t n = ::write(fd, buffer_.data() + done, fill_ - done);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            const int error = errno;
-            ::close(fd);
-            throw std::system_error(error, std::generic_category(), path);
-        }
-        done += static_cast<size_t>(n);
-    }
-    if (::close(fd) != 0) throw std::system_error(errno, std::generic_category(), path);
+    const size_t bytes = fill_;
+    buffer_.swap(spare_);
+    if (buffer_.size() < spare_.size()) buffer_.resize(spare_.size());
+    const uint8_t* data = spare_.data();
+    pending_ = std::async(std::launch::async, [path, data, bytes] { write_file(path, data, bytes); });
     ++next_shard_;
     fill_ = 0;
 }
@@ -154,6 +179,7 @@ void ShardWriter::finish() {
         throw std::logic_error("the group was declared as " + std::to_string(total_) + " bytes but " +
                                std::to_string(written_) + " were appended");
     flush();
+    wait_pending();
     finished_ = true;
 }
 

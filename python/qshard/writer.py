@@ -168,7 +168,11 @@ def _write_groups(out_dir: Path, groups: Sequence[Sequence[_Item]], shard_size: 
                         progress(done, total)
                 writer.finish()
                 break
-            except _Refused as refused:
+            except BaseException as error:
+                writer.abort()  # no background write may land after the caller cleans up
+                if not isinstance(error, _Refused):
+                    raise
+                refused = error
                 for name in writer.names:
                     (out_dir / name).unlink(missing_ok=True)
                 item = refused.item

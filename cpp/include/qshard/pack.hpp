@@ -3,11 +3,13 @@
 // A group's weights are concatenated in manifest order and cut into shards of shard_size bytes,
 // named group{G}-shard{i}of{N}.bin (1-based), the last one shorter; a tensor may span shards.
 // The total is known before the first byte (shape x itemsize, string bytes counted by the
-// caller), so N and every name are fixed up front and nothing is renamed. Memory stays at one
-// shard buffer whatever the group's size: quantized codes are written straight into it.
+// caller), so N and every name are fixed up front and nothing is renamed. Memory stays at two
+// shard buffers whatever the group's size: codes are quantized straight into one while the other,
+// full, is written to its file by a background thread (so computing and writing overlap).
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <future>
 #include <string>
 #include <vector>
 
@@ -37,19 +39,24 @@ public:
     void append_float16(const Kernels& k, const float* x, size_t n, unsigned threads);
     // Flushes the last shard and checks that exactly total_bytes arrived.
     void finish();
+    // Waits for a write in flight and drops its error: call before removing a failed output, so
+    // no background write creates a file after the cleanup.
+    void abort() noexcept;
 
 private:
     template <class Produce>
     void append_elements(size_t n, size_t element_bytes, Produce produce);
     void flush();
+    void wait_pending();  // rethrows a failed background write
     void check_room(size_t bytes) const;
 
     std::string folder_;
     std::vector<std::string> names_;
-    std::vector<uint8_t> buffer_;
+    std::vector<uint8_t> buffer_, spare_;  // being filled / being written
     size_t fill_ = 0;
     uint64_t total_, shard_size_, written_ = 0, next_shard_ = 0;
     bool finished_ = false;
+    std::future<void> pending_;  // declared last: joined before the buffers are freed
 };
 
 }  // namespace qshard
