@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qshard.example import dense_layer
 from qshard import tfjs
 
 JS_DIR = Path(__file__).resolve().parent / "js"
@@ -490,22 +491,10 @@ def test_int32_quantized_weights_decode_as_tfjs_rounds(node, tmp_path):
 # --------------------------------------------------------------------------------------------------
 # Layers models: loaded by tf.loadLayersModel and run by model.predict.
 
-def _dense(name, units, activation, input_dim=None):
-    config = {"name": name, "trainable": True, "dtype": "float32", "units": units, "activation": activation,
-              "use_bias": True,
-              "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
-              "bias_initializer": {"class_name": "Zeros", "config": {}},
-              "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
-              "kernel_constraint": None, "bias_constraint": None}
-    if input_dim is not None:
-        config["batch_input_shape"] = [None, input_dim]
-    return {"class_name": "Dense", "config": config}
-
-
 def dense_topology():
     """tf_keras 2 style: Sequential whose first Dense carries batch_input_shape."""
     return {"class_name": "Sequential",
-            "config": {"name": "sequential", "layers": [_dense("dense", 16, "relu", 8), _dense("dense_1", 3, "linear")]},
+            "config": {"name": "sequential", "layers": [dense_layer("dense", 16, "relu", 8), dense_layer("dense_1", 3, "linear")]},
             "keras_version": "2.15.0", "backend": "tensorflow"}
 
 
@@ -524,7 +513,7 @@ def conv_topology():
             "bias_constraint": None}},
         {"class_name": "Flatten", "config": {"name": "flatten", "trainable": True, "dtype": "float32",
                                              "data_format": "channels_last"}},
-        _dense("dense", 3, "linear"),
+        dense_layer("dense", 3, "linear"),
     ]
     return {"keras_version": "2.15.0", "backend": "tensorflow",
             "model_config": {"class_name": "Sequential", "config": {"name": "sequential", "layers": layers}}}
@@ -664,3 +653,20 @@ def test_tfjs_layers_refuses_misnamed_weights(node, tmp_path):
     (tmp_path / "in.json").write_text(json.dumps({"shape": [1, 8], "hex": x.tobytes().hex()}))
     error = run_node(node, "load_layers_model.js", [tmp_path / "m", tmp_path / "in.json", tmp_path / "out.json"])
     assert "dense_1/bias_misnamed" in error, f"loading a misnamed weight did not fail as expected: {error!r}"
+
+
+def test_the_readme_example_model_runs_in_tfjs(node, tmp_path):
+    """`qshard example` + `qshard quantize --uint8` (the README's first command) loads in tfjs-layers
+    and predicts what numpy computes over the dequantized weights."""
+    from qshard import example
+    src = example.write_example(tmp_path / "demo")
+    tfjs.quantize_model(src, tmp_path / "demo-uint8", uint8=True)
+    x = _rng(7).random((6, 64)).astype(np.float32)
+    (tmp_path / "in.json").write_text(json.dumps({"shape": list(x.shape), "hex": x.tobytes().hex()}))
+    for folder in (src, tmp_path / "demo-uint8"):
+        error = run_node(node, "load_layers_model.js", [folder, tmp_path / "in.json", tmp_path / "out.json"])
+        assert not error, error
+        js = json.loads((tmp_path / "out.json").read_text())
+        got = np.frombuffer(bytes.fromhex(js["hex"]), "<f4").reshape(js["shape"])
+        want = example.forward(tfjs.read_weights(folder), x)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

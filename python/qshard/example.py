@@ -16,7 +16,8 @@ from .tfjs import atomic_folder, write_weights
 LAYERS = [(64, 256, "relu"), (256, 128, "relu"), (128, 10, "softmax")]
 
 
-def _dense(name: str, units: int, activation: str, input_dim: int = 0) -> dict:
+def dense_layer(name: str, units: int, activation: str, input_dim: int = 0) -> dict:
+    """A Keras-2-style Dense layer config, as tfjs-layers 4.22 reads it."""
     config = {"name": name, "trainable": True, "dtype": "float32", "units": units, "activation": activation,
               "use_bias": True,
               "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
@@ -41,7 +42,7 @@ def weights(seed: int = 0):
 
 def write_example(out_dir: Union[str, os.PathLike], force: bool = False) -> Path:
     """Write the example layers model (model.json + one shard) into out_dir."""
-    layers = [_dense("dense" if i == 0 else f"dense_{i}", n_out, act, n_in if i == 0 else 0)
+    layers = [dense_layer("dense" if i == 0 else f"dense_{i}", n_out, act, n_in if i == 0 else 0)
               for i, (n_in, n_out, act) in enumerate(LAYERS)]
     topology = {"class_name": "Sequential", "config": {"name": "example_mlp", "layers": layers},
                 "keras_version": "2.15.0", "backend": "tensorflow"}
