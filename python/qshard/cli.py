@@ -37,7 +37,8 @@ class _Bar:
 
 def _test_pause(progress):
     """Test hook: with QSHARD_TEST_PAUSE_AT_BYTES=N the command says 'paused' on stderr and sleeps
-    once N bytes are written, so a test can interrupt it mid-way at a known point."""
+    (QSHARD_TEST_PAUSE_SECONDS, default 60) once N bytes are written, so a test can interrupt it,
+    or race another process against it, at a known point."""
     limit = os.environ.get("QSHARD_TEST_PAUSE_AT_BYTES")
     if not limit:
         return progress
@@ -49,7 +50,7 @@ def _test_pause(progress):
             state["paused"] = True
             sys.stderr.write("qshard: paused (test hook)\n")
             sys.stderr.flush()
-            time.sleep(60)
+            time.sleep(float(os.environ.get("QSHARD_TEST_PAUSE_SECONDS", "60")))
     return wrapped
 
 

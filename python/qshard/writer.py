@@ -203,13 +203,22 @@ def atomic_folder(out_dir: Union[str, os.PathLike], force: bool = False) -> Iter
     try:
         yield tmp
         os.chmod(tmp, 0o755)
-        if out.exists():
+        if force and out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.qshard-old-", dir=parent))
             os.replace(out, old / "previous")
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, out)
+            # rename(2) refuses to replace a non-empty folder, so if another process created OUT
+            # while this one was converting, its output stays and this one reports it.
+            try:
+                os.rename(tmp, out)
+            except OSError as error:
+                if out.exists():
+                    raise OutputError(f"{out}: was created by another process while converting; "
+                                      f"left as it is (use --force to replace it)") from None
+                raise OutputError(f"{out}: cannot move the finished output into place: "
+                                  f"{error.strerror or error}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
