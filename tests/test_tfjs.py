@@ -267,7 +267,7 @@ def test_size_mismatches_are_errors_and_verify_reports_them(tmp_path):
     result = verify(tmp_path / "m")
     assert not result.ok and "4 bytes missing" in result.problems[0]
     shard.write_bytes(data + b"xx")
-    assert "2 bytes extra" in verify(tmp_path / "m").problems[0]
+    assert "2 extra bytes" in verify(tmp_path / "m").problems[0]
     shard.unlink()
     assert "shard file is missing" in verify(tmp_path / "m").problems[0]
 

@@ -130,6 +130,10 @@ def _parse_weight(w: Any, source: str, where: str) -> WeightSpec:
     name = w.get("name")
     if not isinstance(name, str) or not name:
         raise _fail(source, where, f"weight name must be a non-empty string, got {name!r}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _fail(source, where, f"weight name {name!r} is not valid Unicode (a lone surrogate escape)") from None
     where = f"{where} ({name!r})"
     shape = w.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0

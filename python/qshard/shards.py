@@ -31,6 +31,13 @@ def safe_shard_path(folder: Path, path: str, source: str) -> Path:
     return full
 
 
+def size_problem(source: str, group: int, have: int, need: int, paths) -> str:
+    """The one wording of a group whose shard bytes do not match its weights."""
+    gap = f"{have - need} extra bytes" if have > need else f"{need - have} bytes missing"
+    return (f"{source}: group {group}: the shards hold {have} bytes but its weights need {need} "
+            f"({gap}; files: {', '.join(paths) or 'none'})")
+
+
 @dataclass
 class Located:
     """Where a weight's bytes are: group index, byte offset in the group, byte length."""
@@ -145,6 +152,13 @@ class ShardSet:
             files = [safe_shard_path(model.folder, p, source) for p in group.paths]
             data = GroupBytes(files)
             self.groups.append(data)
+            for path, size in zip(files, data._sizes):
+                if size == 0:
+                    raise ShardError(f"{path}: shard file is empty (group {gi}); a complete shard holds bytes")
+            if not any(w.dtype == "string" and not w.quantization for w in group.weights):
+                need = sum(w.nbytes for w in group.weights)
+                if need != data.total and (check or need > data.total):
+                    raise ShardError(size_problem(source, gi, data.total, need, group.paths))
             offset = 0
             for spec in group.weights:
                 if spec.dtype == "string" and not spec.quantization:

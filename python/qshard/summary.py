@@ -12,7 +12,7 @@ import numpy as np
 
 from . import manifest as mf
 from .errors import ManifestError, ShardError
-from .shards import safe_shard_path
+from .shards import safe_shard_path, size_problem
 from .tfjs import WebModel
 
 
@@ -76,9 +76,7 @@ def verify(path: Union[str, os.PathLike]) -> Verification:
         need = sum(w.nbytes for w in group.weights)
         have = sum(sizes)
         if have != need:
-            kind = "extra" if have > need else "missing"
-            result.problems.append(f"{model.path}: group {gi}: shards hold {have} bytes, weights need {need} "
-                                   f"({abs(have - need)} bytes {kind}; files: {', '.join(group.paths)})")
+            result.problems.append(size_problem(str(model.path), gi, have, need, group.paths))
     for entry in sorted(os.listdir(model.folder)):
         full = model.folder / entry
         if entry.endswith(".bin") and full.is_file() and os.path.normpath(entry) not in referenced:
