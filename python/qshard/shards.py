@@ -172,8 +172,7 @@ class ShardSet:
                 self.where[spec.name] = Located(gi, offset, nbytes)
                 offset += nbytes
             if check and offset != data.total:
-                raise ShardError(f"{source}: group {gi}: the shards hold {data.total} bytes but the weights use "
-                                 f"{offset} ({data.total - offset} extra bytes)")
+                raise ShardError(size_problem(source, gi, data.total, offset, group.paths))
 
     @staticmethod
     def _string_bytes(data: GroupBytes, offset: int, spec: mf.WeightSpec, source: str) -> int:
