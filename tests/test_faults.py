@@ -65,3 +65,23 @@ def test_many_conversions_at_once(tmp_path):
         for name in os.listdir(expected[i % 2]):
             assert (tmp_path / f"out{i}" / name).read_bytes() == (expected[i % 2] / name).read_bytes()
     assert sorted(os.listdir(tmp_path)) == sorted(["src"] + [f"out{i}" for i in range(8)])
+
+
+def test_real_enospc_on_a_tiny_tmpfs(tmp_path):
+    # A 1 MiB tmpfs mounted in a private mount namespace (unshare -rm: no root needed); the
+    # uint16 output (~4 MiB) cannot fit, so a shard write fails with ENOSPC part-way.
+    import shutil
+    if shutil.which("unshare") is None:
+        pytest.skip("SKIPPING THE REAL-ENOSPC TEST: util-linux 'unshare' is not installed")
+    src = _model(tmp_path / "src")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    script = (f'mount -t tmpfs -o size=1m tmpfs "{mnt}" || exit 99; '
+              f'"{sys.executable}" -m qshard quantize "{src}" "{mnt}/out" --uint16 -q --shard-size 100000; '
+              f'echo "rc=$?"; echo "left:$(ls -A "{mnt}")"')
+    run = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 99, f"could not mount a tmpfs: {run.stderr}"
+    assert "rc=2" in run.stdout, (run.stdout, run.stderr)
+    assert "No space left on device" in run.stderr and "group1-shard" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert "left:\n" in run.stdout or run.stdout.rstrip().endswith("left:")  # nothing left behind
