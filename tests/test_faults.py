@@ -25,11 +25,12 @@ def qshard(*args, env=None, **kwargs):
 
 def test_two_processes_racing_for_one_destination(tmp_path):
     src = _model(tmp_path / "src")
-    slow_env = dict(os.environ, QSHARD_TEST_PAUSE_AT_BYTES=str(1 << 18), QSHARD_TEST_PAUSE_SECONDS="3")
+    slow_env = dict(os.environ, QSHARD_TEST_PAUSE_AT_BYTES=str(1 << 18), QSHARD_TEST_PAUSE_SECONDS="120")
     slow = qshard("quantize", src, tmp_path / "out", "--uint16", "-q", "--shard-size", "100000", env=slow_env)
     assert "paused" in slow.stderr.readline()  # past its 'does OUT exist' check, mid-write
     fast = qshard("quantize", src, tmp_path / "out", "--uint8", "-q")
     assert fast.wait(60) == 0
+    slow.send_signal(signal.SIGUSR1)  # resume only now: the order is fixed, not left to timing
     _, err = slow.communicate(timeout=60)
     assert slow.returncode == 2 and "created by another process" in err and "Traceback" not in err
     # One complete output (the one that finished first), no temporary folders left.

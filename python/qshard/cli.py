@@ -5,6 +5,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from typing import List, Optional
 
@@ -36,13 +37,15 @@ class _Bar:
 
 
 def _test_pause(progress):
-    """Test hook: with QSHARD_TEST_PAUSE_AT_BYTES=N the command says 'paused' on stderr and sleeps
-    (QSHARD_TEST_PAUSE_SECONDS, default 60) once N bytes are written, so a test can interrupt it,
-    or race another process against it, at a known point."""
+    """Test hook: with QSHARD_TEST_PAUSE_AT_BYTES=N the command says 'paused' on stderr once N bytes
+    are written and waits (up to QSHARD_TEST_PAUSE_SECONDS, default 60, or until SIGUSR1), so a test
+    can interrupt it, or race another process against it, at a known point."""
     limit = os.environ.get("QSHARD_TEST_PAUSE_AT_BYTES")
     if not limit:
         return progress
     state = {"paused": False}
+    resume = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda signum, frame: resume.set())
 
     def wrapped(done: int, total: int) -> None:
         progress(done, total)
@@ -50,7 +53,7 @@ def _test_pause(progress):
             state["paused"] = True
             sys.stderr.write("qshard: paused (test hook)\n")
             sys.stderr.flush()
-            time.sleep(float(os.environ.get("QSHARD_TEST_PAUSE_SECONDS", "60")))
+            resume.wait(float(os.environ.get("QSHARD_TEST_PAUSE_SECONDS", "60")))
     return wrapped
 
 

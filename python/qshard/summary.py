@@ -5,7 +5,6 @@ import math
 import os
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 import numpy as np
