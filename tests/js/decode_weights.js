@@ -18,9 +18,9 @@
 'use strict';
 
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
 const tf = require('@tensorflow/tfjs');
+const {useCpuBackend} = require('./common');
 
 function readModelJson(folder) {
   for (const name of ['model.json', 'weights_manifest.json']) {
@@ -88,14 +88,7 @@ async function main() {
     console.error('usage: node decode_weights.js <model-folder> <out.json> [<model-folder> <out.json> ...]');
     process.exit(2);
   }
-  if (os.endianness() !== 'LE') {
-    throw new Error('this script writes typed-array bytes as little-endian; this machine is big-endian');
-  }
-  await tf.setBackend('cpu');
-  await tf.ready();
-  if (tf.getBackend() !== 'cpu') {
-    throw new Error(`expected the cpu backend, got ${tf.getBackend()}`);
-  }
+  await useCpuBackend(tf);
   for (let i = 0; i < args.length; i += 2) {
     const {weights, groups} = await decodeFolder(args[i]);
     const result = {tfjs: tf.version.tfjs, backend: tf.getBackend(), weights, groups};

@@ -15,9 +15,9 @@
 'use strict';
 
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
 const tf = require('@tensorflow/tfjs');
+const {useCpuBackend} = require('./common');
 
 function toArrayBuffer(buf) {
   return buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
@@ -88,14 +88,7 @@ async function main() {
     console.error('usage: node load_layers_model.js <model-folder> <input.json> <out.json> [...]');
     process.exit(2);
   }
-  if (os.endianness() !== 'LE') {
-    throw new Error('this script reads and writes float32 bytes as little-endian; this machine is big-endian');
-  }
-  await tf.setBackend('cpu');
-  await tf.ready();
-  if (tf.getBackend() !== 'cpu') {
-    throw new Error(`expected the cpu backend, got ${tf.getBackend()}`);
-  }
+  await useCpuBackend(tf);
   for (let i = 0; i < args.length; i += 3) {
     await run(args[i], args[i + 1], args[i + 2]);
   }
