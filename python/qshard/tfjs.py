@@ -21,7 +21,7 @@ from . import patterns
 from .errors import QshardError
 from .kernels import QuantParams, dequantize
 from .shards import ShardSet, encode_strings
-from .writer import Kept, Progress, _Item, _write_groups, atomic_folder
+from .writer import Kept, Progress, _Item, _write_groups, atomic_folder, whole
 
 DEFAULT_SHARD_SIZE = 4 * 1024 * 1024
 _AUTO = {np.dtype(np.float16): np.float32, np.dtype(np.float64): np.float32, np.dtype(np.int64): np.int32,
@@ -93,6 +93,7 @@ def write_weights(weight_groups, write_dir: Union[str, os.PathLike], *, shard_si
             item = _item_from_array(name, data)
             if targets.get(name) and item.dtype == "float32":
                 item.target = targets[name]
+                item.chunks = whole(item.load(None))  # the array as converted above
             row.append(item)
         items.append(row)
     out = Path(write_dir)

@@ -40,7 +40,7 @@ class _Item:
     shape: Tuple[int, ...]
     dtype: str                                    # tfjs dtype in the manifest
     target: Optional[str] = None                  # uint8/uint16/float16, or None: bytes as they are
-    load: Optional[Callable[[Scratch], object]] = None  # float32 values (target) or stored bytes (none)
+    load: Optional[Callable[[Scratch], object]] = None  # stored bytes, whole (no target)
     quantization: Optional[mf.Quantization] = None  # of stored bytes carried unchanged
     stored_nbytes: int = 0                        # bytes if written unchanged
     fallback: Optional[Callable[[Scratch], object]] = None  # stored float32 bytes if the target is refused
@@ -62,18 +62,12 @@ class _Refused(Exception):
         self.item, self.reason = item, reason
 
 
-def _refusal(x: np.ndarray, target: str) -> Tuple[float, float, str]:
-    """(lo, hi, reason): reason is '' when the target can represent x."""
-    if x.size == 0:
-        return 0.0, 0.0, ""
-    lo, hi, has_nan = _core.minmax(x.reshape(-1), "", 0)
-    if has_nan:
-        if target == "float16":
-            return lo, hi, "holds NaN (kept as float32 rather than a float16 NaN)"
-        return lo, hi, f"holds NaN, which {target} cannot represent"
-    if (np.isinf(lo) or np.isinf(hi)) and target in QMAX:
-        return lo, hi, f"holds Inf, which {target} cannot represent"
-    return lo, hi, ""
+def whole(array: np.ndarray) -> Callable[[Scratch], Iterable[np.ndarray]]:
+    """A tensor already in memory as a source of float32 chunks: one chunk (none when empty)."""
+    def chunks(_: Scratch) -> Iterable[np.ndarray]:
+        x = np.require(array, np.float32, ["C_CONTIGUOUS", "ALIGNED"]).reshape(-1)
+        return (x,) if x.size else ()
+    return chunks
 
 
 def _merge_range(a: Tuple[float, float, bool], b: Tuple[float, float, bool]) -> Tuple[float, float, bool]:
@@ -116,33 +110,18 @@ def _append_chunked(writer: "_core.ShardWriter", item: _Item, scratch: Scratch, 
 
 def _append(writer: "_core.ShardWriter", item: _Item, scratch: Scratch, threads: int) -> mf.WeightSpec:
     """Write one weight; raises _Refused before writing a byte of a tensor its target cannot hold."""
-    if item.target is not None and item.chunks is not None:
+    if item.target is not None:
         return _append_chunked(writer, item, scratch, threads)
-    if item.target is None and item.raw_chunks is not None:
+    if item.raw_chunks is not None:
         for chunk in item.raw_chunks(scratch):
             writer.append(chunk)
-        return mf.WeightSpec(item.name, item.shape, item.dtype, item.quantization)
-    if item.target is None:
+    else:
         data = item.load(scratch)
         if isinstance(data, np.ndarray):
             writer.append(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
         elif len(data):
             writer.append(np.frombuffer(data, np.uint8))
-        return mf.WeightSpec(item.name, item.shape, item.dtype, item.quantization)
-    x = np.require(item.load(scratch), np.float32, ["C_CONTIGUOUS", "ALIGNED"]).reshape(-1)
-    lo, hi, reason = _refusal(x, item.target)
-    if reason:
-        raise _Refused(item, reason)
-    if item.target == "float16":
-        writer.append_float16(x, "", threads)
-        return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization("float16", original_dtype="float32"))
-    qmax = QMAX[item.target]
-    if x.size == 0:
-        mn, scale = 0.0, 1.0
-    else:
-        mn, scale, mx = _core.affine_params(lo, hi, qmax)
-        writer.append_quantized(x, mn, scale, mx, qmax, False, "", threads)
-    return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization(item.target, mn, scale, "float32"))
+    return mf.WeightSpec(item.name, item.shape, item.dtype, item.quantization)
 
 
 def _write_groups(out_dir: Path, groups: Sequence[Sequence[_Item]], shard_size: int, threads: int,
