@@ -283,3 +283,16 @@ def test_failure_with_writes_in_flight_leaves_no_litter(tmp_path):
         with pytest.raises(RuntimeError):
             tfjs.quantize_model(tmp_path / "src", tmp_path / "out", uint16=True, shard_size=4096, progress=explode)
         assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+def test_verify_checks_string_groups_group_by_group(tmp_path):
+    from qshard.summary import verify
+    make_model(tmp_path / "m", [[("vocab", np.array(["alpha", "beta"], object))],
+                                [("w", np.arange(4, dtype=np.float32))]])
+    assert verify(tmp_path / "m").ok
+    shard = tmp_path / "m" / "group1-shard1of1.bin"
+    shard.write_bytes(shard.read_bytes()[:-2])
+    problems = verify(tmp_path / "m").problems
+    assert len(problems) == 1 and "string weight 'vocab' runs past the end" in problems[0]
+    shard.write_bytes(shard.read_bytes() + b"xyz")
+    assert "(1 extra bytes;" in verify(tmp_path / "m").problems[0]

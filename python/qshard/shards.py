@@ -140,6 +140,44 @@ class GroupBytes:
         return int.from_bytes(self.view(offset, 4), "little")
 
 
+def _string_bytes(data: GroupBytes, offset: int, spec: mf.WeightSpec, source: str) -> int:
+    pos = offset
+    for _ in range(spec.size):
+        if pos + 4 > data.total:
+            raise ShardError(f"{source}: string weight {spec.name!r} runs past the end of its shards")
+        pos += 4 + data.read_u32(pos)
+    if pos > data.total:
+        raise ShardError(f"{source}: string weight {spec.name!r} runs past the end of its shards")
+    return pos - offset
+
+
+def locate_group(gi: int, group: mf.Group, data: GroupBytes, source: str, check: bool = True):
+    """Where each weight of one group lies in its shards ({name: Located}); ShardError when a shard
+    is empty or the shard bytes do not match the weights (extra bytes tolerated if not check)."""
+    for path, size in zip(data.files, data._sizes):
+        if size == 0:
+            raise ShardError(f"{path}: shard file is empty (group {gi}); a complete shard holds bytes")
+    if not any(w.dtype == "string" and not w.quantization for w in group.weights):
+        need = sum(w.nbytes for w in group.weights)
+        if need != data.total and (check or need > data.total):
+            raise ShardError(size_problem(source, gi, data.total, need, group.paths))
+    where, offset = {}, 0
+    for spec in group.weights:
+        if spec.dtype == "string" and not spec.quantization:
+            nbytes = _string_bytes(data, offset, spec, source)
+        else:
+            nbytes = spec.nbytes
+        if offset + nbytes > data.total:
+            raise ShardError(f"{source}: group {gi}: the shards hold {data.total} bytes, but weight "
+                             f"{spec.name!r} needs bytes {offset}..{offset + nbytes} (files: "
+                             f"{', '.join(group.paths) or 'none'})")
+        where[spec.name] = Located(gi, offset, nbytes)
+        offset += nbytes
+    if check and offset != data.total:
+        raise ShardError(size_problem(source, gi, data.total, offset, group.paths))
+    return where
+
+
 class ShardSet:
     """Every group of a model, with each weight located and the sizes checked against the files."""
 
@@ -149,41 +187,9 @@ class ShardSet:
         self.groups: List[GroupBytes] = []
         self.where = {}
         for gi, group in enumerate(model.groups):
-            files = [safe_shard_path(model.folder, p, source) for p in group.paths]
-            data = GroupBytes(files)
+            data = GroupBytes([safe_shard_path(model.folder, p, source) for p in group.paths])
             self.groups.append(data)
-            for path, size in zip(files, data._sizes):
-                if size == 0:
-                    raise ShardError(f"{path}: shard file is empty (group {gi}); a complete shard holds bytes")
-            if not any(w.dtype == "string" and not w.quantization for w in group.weights):
-                need = sum(w.nbytes for w in group.weights)
-                if need != data.total and (check or need > data.total):
-                    raise ShardError(size_problem(source, gi, data.total, need, group.paths))
-            offset = 0
-            for spec in group.weights:
-                if spec.dtype == "string" and not spec.quantization:
-                    nbytes = self._string_bytes(data, offset, spec, source)
-                else:
-                    nbytes = spec.nbytes
-                if offset + nbytes > data.total:
-                    raise ShardError(f"{source}: group {gi}: the shards hold {data.total} bytes, but weight "
-                                     f"{spec.name!r} needs bytes {offset}..{offset + nbytes} (files: "
-                                     f"{', '.join(group.paths) or 'none'})")
-                self.where[spec.name] = Located(gi, offset, nbytes)
-                offset += nbytes
-            if check and offset != data.total:
-                raise ShardError(size_problem(source, gi, data.total, offset, group.paths))
-
-    @staticmethod
-    def _string_bytes(data: GroupBytes, offset: int, spec: mf.WeightSpec, source: str) -> int:
-        pos = offset
-        for _ in range(spec.size):
-            if pos + 4 > data.total:
-                raise ShardError(f"{source}: string weight {spec.name!r} runs past the end of its shards")
-            pos += 4 + data.read_u32(pos)
-        if pos > data.total:
-            raise ShardError(f"{source}: string weight {spec.name!r} runs past the end of its shards")
-        return pos - offset
+            self.where.update(locate_group(gi, group, data, source, check))
 
     def release(self, name: str) -> None:
         loc = self.where[name]
