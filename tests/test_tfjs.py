@@ -296,3 +296,18 @@ def test_verify_checks_string_groups_group_by_group(tmp_path):
     assert len(problems) == 1 and "string weight 'vocab' runs past the end" in problems[0]
     shard.write_bytes(shard.read_bytes() + b"xyz")
     assert "(1 extra bytes;" in verify(tmp_path / "m").problems[0]
+
+
+def test_report_notes_non_float_weights_only_when_a_pattern_names_them(tmp_path):
+    groups = [[("ids", np.arange(6, dtype=np.int32)), ("w", np.linspace(-1, 1, 50, dtype=np.float32))]]
+    make_model(tmp_path / "src", groups, uint8=["w"])
+    explicit = tfjs.quantize_model(tmp_path / "src", tmp_path / "a", uint16=["ids"])
+    assert [(k.name, k.asked) for k in explicit.kept] == [("ids", "uint16")]
+    assert "only float32 weights are quantized" in explicit.kept[0].reason and explicit.changed == {}
+    bare = tfjs.quantize_model(tmp_path / "src", tmp_path / "b", uint16=True)
+    assert bare.kept == [] and bare.changed == {"w": "uint16"}
+    same = tfjs.quantize_model(tmp_path / "src", tmp_path / "c", uint8=True)  # w is already uint8
+    assert same.kept == [] and same.changed == {}
+    np.savez(tmp_path / "m.npz", ids=np.arange(3, dtype=np.int64), w=np.ones(4, np.float32))
+    streamed = tfjs.quantize_model(tmp_path / "m.npz", tmp_path / "d", float16=["ids", "w"])
+    assert [k.name for k in streamed.kept] == ["ids"] and streamed.changed == {"w": "float16"}

@@ -346,22 +346,17 @@ def convert(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *, k
     """Convert a safetensors / npz / npy-folder / h5 model into a tfjs weights manifest and shards
     (one group, tensors in file order), quantizing as asked; memory stays at a few chunks and one
     shard whatever the model's size. Returns a qshard.tfjs.QuantizeReport."""
-    from . import patterns
     from .tfjs import QuantizeReport
-    from .writer import Kept, _Item, _write_groups, atomic_folder
+    from .writer import _Item, _write_groups, atomic_folder, check_shard_size, first_duplicate
 
+    check_shard_size(shard_size)
     source = open_source(src, kind)
     try:
         names = [t.name for t in source.tensors]
-        seen = set()
-        for name in names:
-            if name in seen:
-                raise SourceError(f"{src}: duplicate tensor name {name!r}")
-            seen.add(name)
-        targets = patterns.resolve(names, uint8, uint16, float16, keep)
-        explicit = patterns.explicitly_matched(names, uint8, uint16, float16)
-        report = QuantizeReport(Path(out_dir), len(names),
-                                unmatched_patterns=patterns.unmatched(names, uint8, uint16, float16, keep))
+        duplicate = first_duplicate(names)
+        if duplicate is not None:
+            raise SourceError(f"{src}: duplicate tensor name {duplicate!r}")
+        report, targets = QuantizeReport.plan(names, out_dir, uint8, uint16, float16, keep)
         items = []
         for t in source.tensors:
             dtype = tfjs_dtype(t.dtype)
@@ -369,20 +364,13 @@ def convert(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *, k
             report.bytes_in += t.nbytes
             item = _Item(t.name, t.shape, dtype, stored_nbytes=stored,
                          raw_chunks=(lambda scratch, t=t: t.stored_chunks(scratch)))
-            target = targets.get(t.name)
-            if target and dtype == "float32":
-                item.target = target
+            item.target = report.decide(t.name, dtype, targets.get(t.name))
+            if item.target:
                 item.chunks = (lambda scratch, t=t: t.float32_chunks(scratch))
-                report.changed[t.name] = target
-            elif target and t.name in explicit:
-                report.kept.append(Kept(t.name, target, f"is {dtype}; only float32 weights are quantized"))
             items.append(item)
         with atomic_folder(out_dir, force) as tmp:
             result, kept = _write_groups(tmp, [items], shard_size, threads or 0, progress)
-            for k in kept:
-                report.changed.pop(k.name, None)
-            report.kept.extend(kept)
-            report.bytes_out = sum(item.nbytes for item in items)
+            report.written([items], kept)
             (tmp / mf.MANIFEST_NAME).write_bytes(mf.dumps(mf.dump_manifest(result)).encode())
         return report
     finally:

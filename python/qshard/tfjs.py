@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Set, Tuple, Union
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from . import patterns
 from .errors import QshardError
 from .kernels import QuantParams, dequantize
 from .shards import ShardSet, encode_strings
-from .writer import Kept, Progress, _Item, _write_groups, atomic_folder, whole
+from .writer import Kept, Progress, _Item, _write_groups, atomic_folder, check_shard_size, first_duplicate, whole
 
 DEFAULT_SHARD_SIZE = 4 * 1024 * 1024
 _AUTO = {np.dtype(np.float16): np.float32, np.dtype(np.float64): np.float32, np.dtype(np.int64): np.int32,
@@ -75,15 +75,12 @@ def write_weights(weight_groups, write_dir: Union[str, os.PathLike], *, shard_si
     """Write weight groups as tfjs shards (+ weights_manifest.json) into an existing folder;
     returns the manifest. `targets` (name -> dtype) overrides the pattern arguments; weights left
     as float32 because they hold NaN/Inf are appended to `kept` when given."""
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size <= 0:
-        raise QshardError(f"shard size must be a positive integer, got {shard_size!r}")
+    check_shard_size(shard_size)
     groups = _normalize_groups(weight_groups)
     names = [name for group in groups for name, _ in group]
-    seen = set()
-    for name in names:
-        if name in seen:
-            raise QshardError(f"duplicate weight name {name!r}")
-        seen.add(name)
+    duplicate = first_duplicate(names)
+    if duplicate is not None:
+        raise QshardError(f"duplicate weight name {duplicate!r}")
     if targets is None:
         targets = patterns.resolve(names, uint8, uint16, float16, keep)
     items = []
@@ -161,6 +158,34 @@ class QuantizeReport:
     bytes_in: int = 0
     bytes_out: int = 0
     unmatched_patterns: List[str] = field(default_factory=list)
+    _explicit: Set[str] = field(default_factory=set, repr=False)  # names a pattern (not a bare flag) matched
+
+    @classmethod
+    def plan(cls, names: List[str], out_dir, uint8, uint16, float16, keep) -> Tuple["QuantizeReport", Dict[str, str]]:
+        """An empty report for these weights and the dtype the patterns ask for each."""
+        report = cls(Path(out_dir), len(names),
+                     unmatched_patterns=patterns.unmatched(names, uint8, uint16, float16, keep),
+                     _explicit=patterns.explicitly_matched(names, uint8, uint16, float16))
+        return report, patterns.resolve(names, uint8, uint16, float16, keep)
+
+    def decide(self, name: str, dtype: str, asked: Optional[str], stored: Optional[str] = None) -> Optional[str]:
+        """The dtype to write a weight as (None: as it is), noted in the report: only float32
+        weights are quantized, and one already stored as asked is left alone."""
+        if not asked or asked == stored:
+            return None
+        if dtype != "float32":
+            if name in self._explicit:
+                self.kept.append(Kept(name, asked, f"is {dtype}; only float32 weights are quantized"))
+            return None
+        self.changed[name] = asked
+        return asked
+
+    def written(self, groups, kept: List[Kept]) -> None:
+        """Record what the writer did: weights dropped to float32, and the bytes written."""
+        for k in kept:
+            self.changed.pop(k.name, None)
+        self.kept.extend(kept)
+        self.bytes_out = sum(item.nbytes for row in groups for item in row)
 
 
 def quantize_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *,
@@ -172,8 +197,7 @@ def quantize_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
     select get the new dtype, every other weight and every other model.json key stay as they were.
     Other inputs (kind 'safetensors', 'npz', 'h5', or guessed from the path) become a weights
     manifest and shards (qshard.stream.convert)."""
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size <= 0:
-        raise QshardError(f"shard size must be a positive integer, got {shard_size!r}")
+    check_shard_size(shard_size)
     from . import stream
     kind = kind or stream.guess_kind(src)
     if kind != "tfjs":
@@ -181,26 +205,21 @@ def quantize_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
                               shard_size=shard_size, force=force, threads=threads, progress=progress)
     model = WebModel(src)
     specs = model.specs
-    names = [s.name for s in specs]
-    targets = patterns.resolve(names, uint8, uint16, float16, keep)
-    explicit = patterns.explicitly_matched(names, uint8, uint16, float16)
-    report = QuantizeReport(Path(out_dir), len(specs),
-                            unmatched_patterns=patterns.unmatched(names, uint8, uint16, float16, keep))
+    report, targets = QuantizeReport.plan([s.name for s in specs], out_dir, uint8, uint16, float16, keep)
     report.bytes_in = sum(loc.nbytes for loc in model.shards.where.values())
     shards = model.shards
     groups = []
     for group in model.file.groups:
         row = []
         for spec in group.weights:
-            target = targets.get(spec.name)
-            is_float = spec.dtype == "float32"
+            target = report.decide(spec.name, spec.dtype, targets.get(spec.name), spec.stored_dtype)
             loc = shards.where[spec.name]
             item = _Item(spec.name, spec.shape, spec.dtype, quantization=spec.quantization, stored_nbytes=loc.nbytes)
             if spec.dtype == "string" and not spec.quantization:
                 item.load = item.fallback = (lambda _, n=spec.name: shards.raw_bytes(n))
             else:
                 item.raw_chunks = (lambda scratch, s=spec: (c.view(np.uint8) for c in shards.chunks(s, scratch)))
-            if target and is_float and target != spec.stored_dtype:
+            if target:
                 item.target = target
                 if spec.quantization is not None:  # dequantize chunk by chunk; keep the original bytes on refusal
                     def values(scratch, s=spec):
@@ -212,16 +231,10 @@ def quantize_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
                     item.chunks = values
                 else:
                     item.chunks = (lambda scratch, s=spec: shards.chunks(s, scratch))
-                report.changed[spec.name] = target
-            elif target and not is_float and spec.name in explicit:
-                report.kept.append(Kept(spec.name, target, f"is {spec.dtype}; only float32 weights are quantized"))
             row.append(item)
         groups.append(row)
     with atomic_folder(out_dir, force) as tmp:
         result, kept = _write_groups(tmp, groups, shard_size, threads or 0, progress)
-        for k in kept:
-            report.changed.pop(k.name, None)
-        report.kept.extend(kept)
-        report.bytes_out = sum(item.nbytes for row in groups for item in row)
+        report.written(groups, kept)
         _write_json(tmp / model.file.path.name, mf.model_document(model.file, result))
     return report

@@ -16,11 +16,25 @@ import numpy as np
 
 from . import _core
 from . import manifest as mf
-from .errors import OutputError
+from .errors import OutputError, QshardError
 from .shards import Scratch
 
 QMAX = {"uint8": 255, "uint16": 65535}
 Progress = Optional[Callable[[int, int], None]]
+
+
+def check_shard_size(shard_size) -> None:
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size <= 0:
+        raise QshardError(f"shard size must be a positive integer, got {shard_size!r}")
+
+
+def first_duplicate(names: Iterable[str]) -> Optional[str]:
+    seen = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 @dataclass
