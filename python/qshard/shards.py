@@ -119,23 +119,6 @@ class GroupBytes:
         except Exception:
             pass
 
-    def release(self, offset: int, nbytes: int) -> None:
-        """Drop the mapped pages of [offset, offset + nbytes) from this process (they stay in the
-        page cache), so reading a large model one tensor at a time keeps memory bounded."""
-        if nbytes <= 0 or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        end = offset + nbytes
-        index = bisect.bisect_right(self.starts, offset) - 1
-        while index < len(self.maps) and self.starts[index] < end:
-            m = self.maps[index]
-            if isinstance(m, mmap.mmap):
-                lo = max(offset - self.starts[index], 0)
-                hi = min(end - self.starts[index], len(m))
-                lo -= lo % mmap.PAGESIZE
-                if hi > lo:
-                    m.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-            index += 1
-
     def read_u32(self, offset: int) -> int:
         return int.from_bytes(self.view(offset, 4), "little")
 
@@ -191,10 +174,6 @@ class ShardSet:
             self.groups.append(data)
             self.where.update(locate_group(gi, group, data, source, check))
 
-    def release(self, name: str) -> None:
-        loc = self.where[name]
-        self.groups[loc.group].release(loc.offset, loc.nbytes)
-
     def chunks(self, spec: mf.WeightSpec, scratch: "Scratch", chunk_bytes: int = 128 * 1024):
         """The stored values of a numeric weight, chunk after chunk, through one reused buffer small
         enough to stay in cache (each chunk is valid until the next). Measured on Zen 1: pread into
@@ -209,15 +188,6 @@ class ShardSet:
             part = buf[:min(step, loc.nbytes - begin)]
             group.read_into(loc.offset + begin, memoryview(part))
             yield part.view(dtype)
-
-    def read_stored(self, spec: mf.WeightSpec, scratch: "Scratch") -> np.ndarray:
-        """The stored values of a numeric weight, read into a reusable buffer (valid until the
-        next read with the same scratch)."""
-        loc = self.where[spec.name]
-        dtype = np.dtype(STORED_NUMPY[spec.stored_dtype])
-        buf = scratch.get(0, loc.nbytes)
-        self.groups[loc.group].read_into(loc.offset, memoryview(buf))
-        return buf.view(dtype).reshape(spec.shape)
 
     def raw_bytes(self, name: str) -> memoryview:
         loc = self.where[name]

@@ -205,7 +205,8 @@ def _memmap_rows(path: Path, offset: int, shape, dtype):
         try:
             for i in range(0, shape[0], rows):
                 yield np.ascontiguousarray(arr[i:i + rows]).reshape(-1)
-                arr._mmap.madvise(mmap.MADV_DONTNEED) if hasattr(mmap, "MADV_DONTNEED") else None
+                if hasattr(mmap, "MADV_DONTNEED"):  # drop the pages just read from this process
+                    arr._mmap.madvise(mmap.MADV_DONTNEED)
         finally:
             del arr
     return read
