@@ -11,6 +11,10 @@ from typing import List, Optional
 
 from . import __version__, _core
 from .errors import QshardError
+from .stream import KINDS
+from .tfjs import DEFAULT_SHARD_SIZE
+
+MODEL_HELP = "model folder, model.json or weights_manifest.json"
 
 
 class _Bar:
@@ -153,9 +157,9 @@ def _build_parser() -> argparse.ArgumentParser:
         quant.add_argument(f"--{dtype}", nargs="*", metavar="PAT",
                            help=f"weights to store as {dtype} (no pattern: all weights not matched otherwise)")
     quant.add_argument("--keep", nargs="+", metavar="PAT", help="weights to leave as they are stored")
-    quant.add_argument("--shard-size", type=int, default=4 * 1024 * 1024, metavar="BYTES",
-                       help="shard size in bytes (default 4194304, what browsers cache)")
-    quant.add_argument("--from", dest="kind", choices=["tfjs", "safetensors", "npz", "h5"],
+    quant.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="BYTES",
+                       help=f"shard size in bytes (default {DEFAULT_SHARD_SIZE}, what browsers cache)")
+    quant.add_argument("--from", dest="kind", choices=KINDS,
                        help="the kind of IN (default: guessed from the path)")
     quant.add_argument("--force", action="store_true", help="replace OUT if it exists")
     quant.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
@@ -166,7 +170,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="List every weight of a web model with its shape, dtype, stored dtype, bytes and "
                     "quantization parameters, and the totals (raw and gzip). With --against ORIGINAL, "
                     "also the max abs error and SQNR of each weight against the original model.")
-    insp.add_argument("model", metavar="MODEL", help="model folder, model.json or weights_manifest.json")
+    insp.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     insp.add_argument("--against", metavar="ORIGINAL", help="the model it was made from (for errors)")
     insp.add_argument("--no-gzip", action="store_true", help="skip the gzip size (faster on big models)")
     insp.add_argument("--json", action="store_true", help="machine-readable output")
@@ -176,7 +180,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Check that the manifest is valid, every shard path stays inside the model folder and "
                     "exists, and each group's shards hold exactly the bytes its weights need. Exit code 0 "
                     "when sound, 1 when a problem was found.")
-    ver.add_argument("model", metavar="MODEL", help="model folder, model.json or weights_manifest.json")
+    ver.add_argument("model", metavar="MODEL", help=MODEL_HELP)
 
     ex = commands.add_parser(
         "example", help="write a small float32 tfjs layers model to try the other commands on",

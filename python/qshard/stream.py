@@ -17,6 +17,7 @@ import numpy as np
 from . import manifest as mf
 from .errors import QshardError
 from .shards import Scratch
+from .writer import DEFAULT_SHARD_SIZE
 
 CHUNK_BYTES = 128 * 1024  # below Zen 1's L2 cliff for pread copies; see shards.ShardSet.chunks
 KINDS = ("tfjs", "safetensors", "npz", "h5")
@@ -342,7 +343,7 @@ def open_source(path: Union[str, os.PathLike], kind: Optional[str] = None) -> So
 
 
 def convert(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *, kind: Optional[str] = None,
-            uint8=None, uint16=None, float16=None, keep=None, shard_size: int = 4 * 1024 * 1024,
+            uint8=None, uint16=None, float16=None, keep=None, shard_size: int = DEFAULT_SHARD_SIZE,
             force: bool = False, threads: Optional[int] = None, progress=None):
     """Convert a safetensors / npz / npy-folder / h5 model into a tfjs weights manifest and shards
     (one group, tensors in file order), quantizing as asked; memory stays at a few chunks and one

@@ -21,9 +21,9 @@ from . import patterns
 from .errors import QshardError
 from .kernels import QuantParams, dequantize
 from .shards import ShardSet, encode_strings
-from .writer import Kept, Progress, _Item, _write_groups, atomic_folder, check_shard_size, first_duplicate, whole
+from .writer import (DEFAULT_SHARD_SIZE, Kept, Progress, _Item, _write_groups, atomic_folder, check_shard_size,
+                     first_duplicate, whole)
 
-DEFAULT_SHARD_SIZE = 4 * 1024 * 1024
 _AUTO = {np.dtype(np.float16): np.float32, np.dtype(np.float64): np.float32, np.dtype(np.int64): np.int32,
          np.dtype(np.complex128): np.complex64}
 _TFJS_DTYPE = {np.dtype(np.float32): "float32", np.dtype(np.int32): "int32", np.dtype(np.bool_): "bool",

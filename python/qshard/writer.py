@@ -20,6 +20,7 @@ from .errors import OutputError, QshardError
 from .shards import Scratch
 
 QMAX = {"uint8": 255, "uint16": 65535}
+DEFAULT_SHARD_SIZE = 4 * 1024 * 1024  # what browsers cache, tensorflowjs's default
 Progress = Optional[Callable[[int, int], None]]
 
 
