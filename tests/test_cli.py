@@ -14,6 +14,8 @@ def qshard(*args):
 def test_console_script_is_registered():
     scripts = {e.name: e.value for e in metadata.entry_points(group="console_scripts")}
     assert scripts.get("qshard") == "qshard.cli:main"
+    import qshard
+    assert qshard.__version__ == metadata.version("qshard")  # stamped into the core by the build
 
 
 def test_help_and_version():

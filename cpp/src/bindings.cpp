@@ -229,6 +229,9 @@ PYBIND11_MODULE(_core, m) {
         }
     });
     m.doc() = "qshard's C++ kernels (use the qshard package, not this module, directly)";
+#ifdef QSHARD_VERSION
+    m.attr("__version__") = QSHARD_VERSION;  // set by the build (scikit-build-core's project version)
+#endif
     // std::invalid_argument from ops becomes ValueError (pybind11's default translation).
 #define QSHARD_ISA_THREADS py::arg("isa") = std::string(), py::arg("threads") = 0u
 
