@@ -57,7 +57,11 @@ def _test_pause(progress):
             state["paused"] = True
             sys.stderr.write("qshard: paused (test hook)\n")
             sys.stderr.flush()
-            resume.wait(float(os.environ.get("QSHARD_TEST_PAUSE_SECONDS", "60")))
+            # Short slices, not one long wait: a signal the kernel hands to another thread only sets
+            # a flag, and the main thread runs its Python handler when it next runs bytecode.
+            deadline = time.monotonic() + float(os.environ.get("QSHARD_TEST_PAUSE_SECONDS", "60"))
+            while not resume.wait(0.05) and time.monotonic() < deadline:
+                pass
     return wrapped
 
 
