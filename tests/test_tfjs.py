@@ -116,8 +116,20 @@ def test_raw_codes_and_views(tmp_path):
     raw = tfjs.read_weights(tmp_path, raw=True)
     codes, params = qshard.quantize(x, "uint8")
     assert raw["w"].dtype == np.uint8 and raw["w"].tobytes() == codes.tobytes()
-    assert not raw["w"].flags.writeable  # a view into the mapped shard, not a copy
+    assert not tfjs.WebModel(tmp_path).stored("w").flags.writeable  # a view into the mapped shard
+    assert raw["w"].flags.owndata  # read_weights hands out copies
     assert tfjs.read_weights(tmp_path)["w"].tobytes() == qshard.dequantize(codes, params).tobytes()
+
+
+def test_read_weights_survive_the_shard_being_rewritten(tmp_path):
+    """Arrays from read_weights are not views of the file: rewriting or truncating the shard in place
+    later changes nothing (a view would change, or die of SIGBUS on a truncated mapping)."""
+    x = np.arange(4096, dtype=np.float32)
+    tfjs.write_weights([[("w", x)]], tmp_path)
+    got = tfjs.read_weights(tmp_path)["w"]
+    shard = tmp_path / "group1-shard1of1.bin"
+    shard.write_bytes(b"\0" * 16)
+    assert got.tobytes() == x.tobytes()
 
 
 def make_model(folder, groups, **kwargs):
