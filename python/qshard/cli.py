@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -98,6 +99,19 @@ def _quantize(args) -> int:
     return 0
 
 
+def _bench_browser(args) -> int:
+    import tempfile
+    from . import browser
+    link = None if args.link.strip().lower() in ("none", "off") else browser.Link.parse(args.link)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    say = None if args.quiet or args.json else (lambda text: print(f"  {text}", file=sys.stderr, flush=True))
+    with tempfile.TemporaryDirectory(prefix="qshard-bench-") as tmp:
+        result = browser.bench_browser(args.browser, args.work_dir or tmp, link, args.repeat or 1, args.backend,
+                                       variants, args.chromium, args.tfjs, progress=say)
+    print(json.dumps(result, indent=1) if args.json else browser.format_bench(result))
+    return 0
+
+
 def _inspect(args) -> int:
     import json
     from dataclasses import asdict
@@ -142,9 +156,23 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--isa", help="comma-separated instruction sets (default: all this CPU has)")
     bench.add_argument("--kernel", help="only kernels whose name contains one of these comma-separated words "
                                         "(e.g. quantize,float16)")
-    bench.add_argument("--repeat", type=int, default=5, help="timed runs per figure; the best is kept (default 5)")
+    bench.add_argument("--repeat", type=int, help="timed runs per figure: the best is kept for kernels (default 5), "
+                                                  "the median for --browser (default 1)")
     bench.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
     bench.add_argument("-q", "--quiet", action="store_true", help="no progress on the terminal")
+    web = bench.add_argument_group(
+        "in a browser", "With --browser MODEL: write MODEL's float16, uint16 and uint8 variants, load each in headless "
+                        "Chromium with stock tfjs over HTTP from 127.0.0.1 through an emulated link, and time the "
+                        "load to the first prediction with an empty cache (cold) and on a return visit (warm).")
+    web.add_argument("--browser", metavar="MODEL", help="a float32 tfjs graph or layers model (model.json or folder)")
+    web.add_argument("--link", default="10mbit,50ms", metavar="RATE[,LATENCY]",
+                     help="emulated link, e.g. 10mbit,50ms (the default), 1.5mbit,150ms; 'none' for no throttling")
+    web.add_argument("--backend", default="cpu", choices=("cpu", "webgl"), help="tfjs backend (default cpu)")
+    web.add_argument("--variants", default="float32,float16,uint16,uint8",
+                     help="comma-separated dtypes to compare (default float32,float16,uint16,uint8)")
+    web.add_argument("--work-dir", metavar="DIR", help="keep the written variants here (default: a temporary folder)")
+    web.add_argument("--chromium", metavar="PATH", help="Chromium executable (default: chromium on PATH)")
+    web.add_argument("--tfjs", metavar="PATH", help="@tensorflow/tfjs's dist/tf.min.js (default: ./node_modules)")
 
     quant = commands.add_parser(
         "quantize", help="re-quantize a tfjs web model (per-weight uint8/uint16/float16)",
@@ -187,11 +215,16 @@ def _build_parser() -> argparse.ArgumentParser:
     ver.add_argument("model", metavar="MODEL", help=MODEL_HELP)
 
     ex = commands.add_parser(
-        "example", help="write a small float32 tfjs layers model to try the other commands on",
-        description="Write a small float32 TensorFlow.js layers model (a 64-256-128-10 MLP with fixed-seed "
-                    "weights, about 200 KB) into a new folder. Nothing is downloaded.",
+        "example", help="write a small float32 tfjs model to try the other commands on",
+        description="Write a small float32 TensorFlow.js model (a 64-256-128-10 MLP with fixed-seed "
+                    "weights, about 200 KB; a layers model unless --format graph) into a new folder. "
+                    "Nothing is downloaded.",
         epilog="then: qshard quantize DIR DIR-uint8 --uint8 && qshard inspect DIR-uint8 --against DIR")
     ex.add_argument("output", metavar="DIR", help="folder to create")
+    ex.add_argument("--format", choices=("layers", "graph"), default="layers",
+                    help="a tfjs layers model (default) or a graph model (GraphDef JSON) of the same MLP")
+    ex.add_argument("--hidden", type=int, default=0, metavar="N",
+                    help="widen both hidden layers to N units (1600 gives 10.7 MB of float32 weights)")
     ex.add_argument("--force", action="store_true", help="replace DIR if it exists")
 
     commands.add_parser("info", help="show the version, instruction sets and threads",
@@ -207,8 +240,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "bench":
+            if args.browser:
+                return _bench_browser(args)
             from . import bench
-            return bench.main(args.size, args.threads, args.isa, args.repeat, args.json, args.quiet, args.kernel)
+            return bench.main(args.size, args.threads, args.isa, args.repeat or 5, args.json, args.quiet, args.kernel)
         if args.command == "quantize":
             return _quantize(args)
         if args.command == "inspect":
@@ -217,7 +252,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _verify(args)
         if args.command == "example":
             from .example import write_example
-            print(f"wrote {write_example(args.output, args.force)}: a float32 layers model (model.json + shard)")
+            out = write_example(args.output, args.force, format=f"{args.format}-model", hidden=args.hidden)
+            print(f"wrote {out}: a float32 {args.format} model (model.json + shards)")
             return 0
         if args.command == "info":
             print(f"qshard {__version__}\ninstruction sets: {', '.join(_core.available_isas())} "
