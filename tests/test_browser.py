@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qshard import browser, example, tfjs
+from qshard import browser, cli, example, tfjs
 from qshard.summary import verify
 from test_node import conv_forward, conv_topology, conv_weights, write_layers_model
 
@@ -213,3 +213,34 @@ def test_the_server_refuses_paths_outside_the_model_folder(chromium, tmp_path):
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(base + bad)
         assert info.value.code == 404
+
+
+# --------------------------------------------------------------------------------------------------
+# qshard report, opened in the browser: charts rendered, nothing fetched, no console error.
+
+@pytest.mark.parametrize("with_original", [False, True])
+def test_report_renders_in_chromium(chromium, tmp_path, with_original):
+    from matplotlib import image
+    from test_report import OUTLIER, outlier_model
+    outlier_model(tmp_path / "src")
+    model, against = tmp_path / "src", None
+    if with_original:
+        tfjs.quantize_model(tmp_path / "src", tmp_path / "u8", uint8=True)
+        model, against = tmp_path / "u8", tmp_path / "src"
+    html_file = tmp_path / "report.html"
+    assert cli.main(["report", str(model), "-o", str(html_file), "--worst", "2"]
+                    + (["--against", str(against)] if against else [])) == 0
+    shown = chromium.render(html_file, tmp_path / "report.png")
+    assert not shown["console_errors"], shown["console_errors"]
+    assert not shown["blocked"], f"the report tried to fetch {shown['blocked']}"
+    images = shown["images"]
+    assert [i["id"] or i["className"] for i in images] == ["size-chart", "error-chart", "histogram", "histogram"]
+    for i in images:
+        assert i["complete"] and i["width"] >= 600 and i["height"] >= 250, f"chart not rendered: {i}"
+    assert images[2]["alt"] == OUTLIER  # the worst weight's histogram comes first
+    # The screenshot is a real page: mostly white, with a good share of drawn pixels and many colours.
+    pixels = image.imread(tmp_path / "report.png")[..., :3]
+    assert pixels.shape[0] > 1500 and pixels.shape[1] >= 1000
+    inked = (pixels.min(axis=2) < 0.9).mean()
+    assert 0.03 < inked < 0.8, f"{inked:.1%} of the screenshot is drawn"
+    assert len(np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50

@@ -387,6 +387,37 @@ class Browser:
         with self.session(link) as s:
             return s.run(model, inputs, backend)
 
+    def render(self, html_file: Union[str, os.PathLike], png_file: Union[str, os.PathLike],
+               width: int = 1100) -> Dict[str, object]:
+        """Open a local HTML file (file://) with every request beyond file: and data: blocked and
+        recorded, screenshot the whole page into png_file, and return what the page showed:
+        {"images": [{id, className, alt, width, height}], "blocked": [urls], "console_errors": [...]}."""
+        context = self._browser.new_context(viewport={"width": width, "height": 900})
+        blocked: List[str] = []
+        console: List[str] = []
+
+        def gate(route):
+            url = route.request.url
+            if url.startswith(("file:", "data:")):
+                route.continue_()
+            else:
+                blocked.append(url)
+                route.abort()
+        try:
+            context.set_default_timeout(self.timeout_ms)
+            context.route("**/*", gate)
+            page = context.new_page()
+            page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: console.append(f"uncaught: {e}"))
+            page.goto(Path(html_file).resolve().as_uri(), wait_until="load")
+            images = page.evaluate("""() => Array.from(document.images).map((i) => ({
+                id: i.id, className: i.className, alt: i.alt, complete: i.complete,
+                width: i.naturalWidth, height: i.naturalHeight}))""")
+            page.screenshot(path=str(png_file), full_page=True)
+        finally:
+            context.close()
+        return {"images": images, "blocked": blocked, "console_errors": console}
+
 
 class Session:
     """A browser context with the harness page loaded; runs share its HTTP cache."""

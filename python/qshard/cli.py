@@ -113,15 +113,34 @@ def _bench_browser(args) -> int:
 
 
 def _inspect(args) -> int:
-    import json
     from dataclasses import asdict
     from .summary import format_inspect, inspect
     info = inspect(args.model, against=args.against, gzip_size=not args.no_gzip)
+    errors = None
+    if args.error:
+        from .errors_per_tensor import model_errors
+        errors = model_errors(args.model)
     if args.json:
         info = dict(info, rows=[asdict(r) for r in info["rows"]])
+        if errors is not None:
+            info["error_if_stored_as"] = [
+                {"name": e.name, "size": e.size, "note": e.note,
+                 **{d: {"max_abs_error": m, "sqnr_db": q} for d, (m, q) in e.errors.items()}} for e in errors]
         print(json.dumps(info, indent=1, default=str))
     else:
         print(format_inspect(info))
+        if errors is not None:
+            from .errors_per_tensor import format_errors
+            print("\nerror each weight would get if stored as uint8 / uint16 / float16 (worst uint8 first):")
+            print(format_errors(errors))
+    return 0
+
+
+def _report(args) -> int:
+    from . import report
+    out = report.write(args.model, args.output, against=args.against, top=args.top, worst=args.worst,
+                       culprit_db=args.culprit_db)
+    print(f"wrote {out}")
     return 0
 
 
@@ -205,7 +224,26 @@ def _build_parser() -> argparse.ArgumentParser:
     insp.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     insp.add_argument("--against", metavar="ORIGINAL", help="the model it was made from (for errors)")
     insp.add_argument("--no-gzip", action="store_true", help="skip the gzip size (faster on big models)")
+    insp.add_argument("--error", action="store_true",
+                      help="also the SQNR and max abs error each float32 weight would get as uint8, uint16 "
+                           "and float16 (the cheap first cut at finding culprits)")
     insp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    rep = commands.add_parser(
+        "report", help="write one self-contained HTML page of sizes and per-weight errors, with charts",
+        description="Write a self-contained HTML report (no network, charts inline) to decide what to quantize: "
+                    "size per weight by stored dtype, download size raw and gzip, per-weight SQNR and max abs "
+                    "error as a sorted bar chart with the culprits marked, and histograms of the worst weights "
+                    "with the uint8 grid over them. With --against ORIGINAL the errors are this model's against "
+                    "the original; without it, what uint8 would do to each float32 weight. Needs matplotlib "
+                    "(pip install \"qshard[report]\").")
+    rep.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    rep.add_argument("-o", "--output", metavar="FILE", default="report.html", help="the HTML file (default report.html)")
+    rep.add_argument("--against", metavar="ORIGINAL", help="the float model MODEL was made from")
+    rep.add_argument("--culprit-db", type=float, default=30.0, metavar="DB",
+                     help="a weight with SQNR below this is a culprit (default 30)")
+    rep.add_argument("--top", type=int, default=40, metavar="N", help="weights per bar chart (default 40)")
+    rep.add_argument("--worst", type=int, default=4, metavar="N", help="histograms of the N worst weights (default 4)")
 
     ver = commands.add_parser(
         "verify", help="check a web model's manifest and shards (exit 1 on problems)",
@@ -248,6 +286,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _quantize(args)
         if args.command == "inspect":
             return _inspect(args)
+        if args.command == "report":
+            return _report(args)
         if args.command == "verify":
             return _verify(args)
         if args.command == "example":

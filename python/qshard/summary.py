@@ -11,6 +11,7 @@ import numpy as np
 
 from . import manifest as mf
 from .errors import ManifestError, ShardError
+from .errors_per_tensor import error_of
 from .shards import GroupBytes, locate_group, safe_shard_path
 from .tfjs import WebModel
 
@@ -86,15 +87,10 @@ class WeightRow:
 
 
 def _error(values: np.ndarray, original: np.ndarray):
-    a = np.asarray(values, np.float64).reshape(-1)
-    b = np.asarray(original, np.float64).reshape(-1)
-    if a.size == 0 or a.shape != b.shape:
+    a, b = np.asarray(values), np.asarray(original)
+    if a.size == 0 or a.size != b.size:
         return None, None
-    diff = a - b
-    noise = float(np.sum(diff * diff))
-    signal = float(np.sum(b * b))
-    sqnr = math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)
-    return float(np.max(np.abs(diff))), sqnr
+    return error_of(a.reshape(-1), b.reshape(-1))
 
 
 def inspect(path: Union[str, os.PathLike], against: Optional[Union[str, os.PathLike]] = None,
