@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
 import shutil
@@ -501,7 +502,7 @@ class BenchRow:
     warm_ms_all: List[float] = field(default_factory=list)
     speedup: Optional[float] = None  # float32's cold time / this one's
     max_abs_diff: Optional[float] = None  # of the outputs against float32's, same inputs
-    relative_diff: Optional[float] = None  # max_abs_diff / max |float32 output|
+    relative_diff: Optional[float] = None  # worst output's max |difference| / its max |float32 value|
 
 
 def _folder_bytes(model: Union[str, os.PathLike]) -> int:
@@ -561,11 +562,16 @@ def bench_browser(model: Union[str, os.PathLike], work_dir: Union[str, os.PathLi
                        float(np.median(cold[v])), float(np.median(warm[v])), cold[v], warm[v])
         if "float32" in variants:
             row.speedup = float(np.median(cold["float32"])) / row.cold_ms if row.cold_ms > 0 else None
-            diffs = [float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
-                     for a, b in zip(outputs[v], outputs["float32"])]
-            scale = max((float(np.max(np.abs(b))) for b in outputs["float32"] if b.size), default=0.0)
+            diffs, relative = [], []
+            for a, b in zip(outputs[v], outputs["float32"]):
+                if not b.size:
+                    continue
+                d = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+                diffs.append(d)
+                scale = float(np.max(np.abs(b)))
+                relative.append(d / scale if scale > 0 else (0.0 if d == 0 else math.inf))
             row.max_abs_diff = max(diffs) if diffs else None
-            row.relative_diff = row.max_abs_diff / scale if diffs and scale > 0 else None
+            row.relative_diff = max(relative) if relative else None
         rows.append(row)
     return {"model": str(model), "format": fmt, "link": None if link is None else
             {"bits_per_second": link.bits_per_second, "latency_ms": link.latency_ms, "text": str(link)},
@@ -583,16 +589,16 @@ def format_bench(result: Dict[str, object]) -> str:
              f"({result['backend']} backend)",
              f"link: {link}; time from the start of the model load to the first prediction's output, "
              f"median of {result['repeat']} run(s); cold = empty HTTP cache, warm = return visit; "
-             f"outputs compared with float32's on the same input",
+             f"output change = max |y - y_float32| / max |y_float32| on a fixed input, worst output",
              "",
              f"{'variant':<8} {'model':>10} {'sent cold':>10} {'sent warm':>10} {'cold':>9} {'warm':>9} "
-             f"{'vs float32':>10} {'max |dy|/max |y|':>16}"]
+             f"{'vs float32':>10} {'output change':>14}"]
     for r in result["rows"]:
         speed = f"{r['speedup']:.2f}x" if r["speedup"] is not None else "-"
         diff = f"{r['relative_diff']:.2e}" if r["relative_diff"] is not None else "-"
         lines.append(f"{r['variant']:<8} {_mb(r['model_bytes']):>10} {_mb(r['cold_bytes']):>10} "
                      f"{_mb(r['warm_bytes']):>10} {r['cold_ms'] / 1000:>8.2f}s {r['warm_ms'] / 1000:>8.2f}s "
-                     f"{speed:>10} {diff:>16}")
+                     f"{speed:>10} {diff:>14}")
     by = {r["variant"]: r for r in result["rows"]}
     if "uint8" in by and "float32" in by and by["uint8"]["speedup"]:
         lines += ["", f"uint8 reaches its first prediction {by['uint8']['speedup']:.2f}x faster than float32 "
