@@ -72,7 +72,6 @@ def _on_sigterm(signum, frame):
 
 def _quantize(args) -> int:
     from . import tfjs
-    from .summary import human
     if not any(getattr(args, d) is not None for d in ("uint8", "uint16", "float16")):
         print("qshard: warning: no --uint8/--uint16/--float16 given: the model is copied as it is",
               file=sys.stderr)
@@ -84,19 +83,25 @@ def _quantize(args) -> int:
                                      kind=args.kind)
     finally:
         bar.close()
+    _say(report, args.output, args.quiet)
+    return 0
+
+
+def _say(report, output, quiet: bool) -> None:
+    """What a conversion did: warnings on stderr, the summary on stdout (unless quiet)."""
+    from .summary import human
     for pattern in report.unmatched_patterns:
         print(f"qshard: warning: pattern {pattern!r} matches no weight", file=sys.stderr)
     for k in report.kept:
         print(f"qshard: kept {k.name!r} as stored instead of {k.asked}: it {k.reason}", file=sys.stderr)
-    if not args.quiet:
+    if not quiet:
         counts = {}
         for dtype in report.changed.values():
             counts[dtype] = counts.get(dtype, 0) + 1
         changed = ", ".join(f"{n} -> {d}" for d, n in sorted(counts.items())) or "none changed"
         ratio = f" ({100 * report.bytes_out / report.bytes_in:.0f}%)" if report.bytes_in else ""
-        print(f"wrote {args.output}: {report.weights} weights ({changed}), "
+        print(f"wrote {output}: {report.weights} weights ({changed}), "
               f"{human(report.bytes_in)} -> {human(report.bytes_out)}{ratio}")
-    return 0
 
 
 def _bench_browser(args) -> int:
@@ -133,6 +138,14 @@ def _inspect(args) -> int:
             from .errors_per_tensor import format_errors
             print("\nerror each weight would get if stored as uint8 / uint16 / float16 (worst uint8 first):")
             print(format_errors(errors))
+    return 0
+
+
+def _convert(args) -> int:
+    from .keras import save_web_model
+    report = save_web_model(args.input, args.output, uint8=args.uint8, uint16=args.uint16, float16=args.float16,
+                            keep=args.keep, shard_size=args.shard_size, force=args.force)
+    _say(report, args.output, args.quiet)
     return 0
 
 
@@ -216,6 +229,26 @@ def _build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
     quant.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
 
+    conv = commands.add_parser(
+        "convert", help="convert a Keras model (.keras, or tf_keras .h5) to a tfjs layers model",
+        description="Write a Keras 3 model (.keras) or a Keras 2 / tf_keras model (.h5) as a TensorFlow.js "
+                    "layers model that stock tfjs-layers 4.22 loads: the topology translated to the Keras 2 form "
+                    "tfjs reads, weights named as tfjs builds them and quantized per the patterns (over names "
+                    "such as 'dense/kernel'). A layer or option tfjs-layers cannot compute as Keras does is an "
+                    "error naming the layer and the option. .keras files need Keras 3 (pip install "
+                    "\"qshard[keras]\"); .h5 files only h5py.",
+        epilog="example: qshard convert model.keras web_model --uint8 --keep 'dense_2/*'")
+    conv.add_argument("input", metavar="MODEL", help="a .keras file (Keras 3) or a whole-model .h5 (Keras 2 / tf_keras)")
+    conv.add_argument("output", metavar="OUT", help="output folder (must not exist unless --force)")
+    for dtype in ("uint8", "uint16", "float16"):
+        conv.add_argument(f"--{dtype}", nargs="*", metavar="PAT",
+                          help=f"weights to store as {dtype} (no pattern: all weights not matched otherwise)")
+    conv.add_argument("--keep", nargs="+", metavar="PAT", help="weights to keep as float32")
+    conv.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="BYTES",
+                      help=f"shard size in bytes (default {DEFAULT_SHARD_SIZE})")
+    conv.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    conv.add_argument("-q", "--quiet", action="store_true", help="no summary")
+
     insp = commands.add_parser(
         "inspect", help="list a web model's weights: shapes, stored dtypes, bytes, quantization, error",
         description="List every weight of a web model with its shape, dtype, stored dtype, bytes and "
@@ -286,6 +319,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _quantize(args)
         if args.command == "inspect":
             return _inspect(args)
+        if args.command == "convert":
+            return _convert(args)
         if args.command == "report":
             return _report(args)
         if args.command == "verify":

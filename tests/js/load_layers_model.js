@@ -9,7 +9,7 @@
 // order as one ArrayBuffer. Loading is strict: every weight of the model must be provided, and
 // every provided weight must belong to the model.
 //
-// <input.json> is {"shape": [...], "hex": little-endian float32 bytes}. <out.json> receives
+// <input.json> is {"shape": [...], "hex": little-endian bytes, "dtype": "float32" (default) or "int32"}. <out.json> receives
 // {"tfjs", "backend", "shape", "dtype", "hex"} of model.predict(input), float32 bits exact, plus
 // "weights": the names and shapes of the model's weights as tfjs-layers built them.
 'use strict';
@@ -57,8 +57,9 @@ function folderHandler(folder) {
 function readInput(file) {
   const spec = JSON.parse(fs.readFileSync(file, 'utf8'));
   const bytes = Buffer.from(spec.hex, 'hex');
-  const values = new Float32Array(toArrayBuffer(bytes));
-  return tf.tensor(values, spec.shape, 'float32');
+  const dtype = spec.dtype || 'float32';
+  const values = dtype === 'int32' ? new Int32Array(toArrayBuffer(bytes)) : new Float32Array(toArrayBuffer(bytes));
+  return tf.tensor(values, spec.shape, dtype);
 }
 
 async function run(folder, inputFile, outFile) {
