@@ -32,6 +32,24 @@ def tensorflowjs_dir() -> Optional[Path]:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def stand_in_package(folder: Optional[Path] = None) -> Optional[types.ModuleType]:
+    """An empty `tensorflowjs` package in sys.modules (unless one is there), pointing at the installed
+    folder, with the submodules already imported attached, so `import tensorflowjs.X` works without
+    running the real package __init__ (which needs the whole converter)."""
+    if _PACKAGE in sys.modules:
+        return sys.modules[_PACKAGE]
+    folder = folder or tensorflowjs_dir()
+    if folder is None:
+        return None
+    package = types.ModuleType(_PACKAGE)
+    package.__path__ = [str(folder)]
+    sys.modules[_PACKAGE] = package
+    for name, module in list(sys.modules.items()):
+        if name.startswith(_PACKAGE + ".") and name.count(".") == 1 and module is not None:
+            setattr(package, name.split(".", 1)[1], module)
+    return package
+
+
 def load(module: str = "quantization") -> types.ModuleType:
     """tensorflowjs.<module> loaded without running the package __init__."""
     name = f"{_PACKAGE}.{module}"
@@ -42,16 +60,23 @@ def load(module: str = "quantization") -> types.ModuleType:
         raise ReferenceUnavailable(
             "the official tensorflowjs package is not installed; "
             "install it with: pip install --no-deps tensorflowjs==4.22.0")
-    if _PACKAGE not in sys.modules:
-        stand_in = types.ModuleType(_PACKAGE)
-        stand_in.__path__ = [str(folder)]
-        sys.modules[_PACKAGE] = stand_in
-    if module in ("write_weights", "read_weights") and "tensorflow" not in sys.modules:
+    stand_in_package(folder)
+    stub = module in ("write_weights", "read_weights") and "tensorflow" not in sys.modules
+    if stub:
         # Only tf.io.gfile.GFile is used there; a file object does the same job for local paths.
+        # The stand-in is visible only while the module loads (it keeps its own reference): left in
+        # sys.modules it would break a later `import tensorflow` or `import keras` in this process.
         gfile = types.SimpleNamespace(GFile=open)
         sys.modules["tensorflow"] = types.SimpleNamespace(io=types.SimpleNamespace(gfile=gfile))
     spec = importlib.util.spec_from_file_location(name, folder / f"{module}.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
-    spec.loader.exec_module(mod)
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    finally:
+        if stub:
+            sys.modules.pop("tensorflow", None)
     return mod

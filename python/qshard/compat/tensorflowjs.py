@@ -101,7 +101,9 @@ def _tensorflowjs_modules() -> Dict[str, Any]:
         try:
             importlib.import_module("tensorflowjs")
         except Exception:  # noqa: BLE001 - e.g. no TensorFlow: fall back to the numpy-only modules
-            pass
+            # Keep `import tensorflowjs.X` working afterwards (the real __init__ would fail again),
+            # with whatever submodules the failed import did load.
+            reference.stand_in_package()
     modules: Dict[str, Any] = {}
     for short in _REPLACEMENTS:
         full = f"tensorflowjs.{short}"
