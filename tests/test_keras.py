@@ -13,6 +13,7 @@ that skip into a failure.
 """
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -191,10 +192,14 @@ def test_tfjs_predicts_what_keras_predicts(converted, name, variant):
 
 def test_weights_are_named_as_tfjs_layers_builds_them(converted):
     root, _, _ = converted
-    names = {s.name for s in tfjs.WebModel(root / "mobilenet-float32").specs}
-    assert "depthwise_conv2d/depthwise_kernel" in names and "separable_conv2d/pointwise_kernel" in names
-    names = {s.name for s in tfjs.WebModel(root / "lstm_text-float32").specs}
-    assert {"embedding/embeddings", "lstm/lstm_cell/kernel", "lstm/lstm_cell/recurrent_kernel"} <= names
+    # (Keras numbers layer names per process: 'lstm', 'lstm_3', ... depending on what ran before.)
+    names = " ".join(s.name for s in tfjs.WebModel(root / "mobilenet-float32").specs)
+    for pattern in (r"depthwise_conv2d(_\d+)?/depthwise_kernel", r"separable_conv2d(_\d+)?/pointwise_kernel"):
+        assert re.search(pattern, names), (pattern, names)
+    names = " ".join(s.name for s in tfjs.WebModel(root / "lstm_text-float32").specs)
+    for pattern in (r"embedding(_\d+)?/embeddings", r"lstm(_\d+)?/lstm_cell(_\d+)?/kernel",
+                    r"lstm(_\d+)?/lstm_cell(_\d+)?/recurrent_kernel"):
+        assert re.search(pattern, names), (pattern, names)
     doc = json.loads((root / "dense-uint8" / "model.json").read_text())
     assert doc["format"] == "layers-model" and doc["convertedBy"].startswith("qshard ")
     first = doc["modelTopology"]["config"]["layers"][0]

@@ -149,6 +149,109 @@ def _convert(args) -> int:
     return 0
 
 
+def _progress(quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None
+    return lambda text: print(f"\r\033[K  {text}", end="", file=sys.stderr, flush=True)
+
+
+def _load_keras_model(path: str):
+    from .keras import ConversionError
+    if not str(path).endswith(".keras"):
+        raise ConversionError(f"{path}: expected a Keras 3 .keras file")
+    if not os.path.isfile(path):
+        raise ConversionError(f"{path}: no such file")
+    try:
+        import keras
+    except ImportError:
+        raise ConversionError('evaluating a model needs Keras 3: pip install tensorflow') from None
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:
+        raise ConversionError(f"{path}: Keras could not load it: {type(error).__name__}: {error}") from None
+
+
+def _eval(args) -> int:
+    from . import evaluate, tflite
+    modes = {"all": list(tflite.MODES), "none": []}.get(args.tflite)
+    if modes is None:
+        modes = [m.strip() for m in args.tflite.split(",") if m.strip()]
+        bad = [m for m in modes if m not in tflite.MODES]
+        if bad:
+            raise ValueError(f"--tflite: unknown mode(s) {', '.join(bad)} (modes: {', '.join(tflite.MODES)})")
+    say = _progress(args.quiet)
+    if args.demo:
+        if args.model or args.data:
+            raise ValueError("--demo takes no MODEL or --data")
+        from . import demo
+        if say:
+            say("training the demo models")
+        pairs = list(demo.models().items())
+    else:
+        if not args.model or not args.data:
+            raise ValueError("give MODEL and --data (or --demo)")
+        pairs = [(os.path.basename(args.model), (_load_keras_model(args.model),
+                                                  evaluate.load_dataset(args.data, args.metric)))]
+    rows = [evaluate.evaluate(model, data, name, modes, progress=say) for name, (model, data) in pairs]
+    searches = []
+    if args.demo:
+        for name, (model, data) in pairs:
+            if say:
+                say(f"{name}: mixed-precision search")
+            searches.append((name, evaluate.search(model, data, 0.5 if data.metric == "accuracy" else 1.0)))
+    if say:
+        print("\r\033[K", end="", file=sys.stderr)
+    if args.json:
+        from dataclasses import asdict
+        print(json.dumps({"rows": [asdict(r) for r in rows],
+                          "searches": [dict(asdict(s), model=n) for n, s in searches]}, indent=1))
+    else:
+        print(evaluate.format_table(rows))
+        for name, result in searches:
+            print(f"\nmixed precision for {name}:\n{evaluate.format_search(result)}")
+    return 0
+
+
+def _tflite(args) -> int:
+    import gzip
+    from . import tflite
+    modes = list(tflite.MODES) if args.modes == "all" else [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in tflite.MODES]
+    if bad:
+        raise ValueError(f"--modes: unknown mode(s) {', '.join(bad)} (modes: {', '.join(tflite.MODES)})")
+    if not os.path.exists(args.model):
+        raise tflite.TFLiteError(f"{args.model}: no such file or folder")
+    calibration = tflite.load_inputs(args.calibration) if args.calibration else None
+    paths = tflite.write(args.model, args.output, modes, calibration)
+    print(f"{'mode':<10} {'bytes':>12} {'gzip':>12}  file")
+    for mode, path in paths.items():
+        data = path.read_bytes()
+        print(f"{mode:<10} {len(data):>12,} {len(gzip.compress(data, 6)):>12,}  {path}")
+    return 0
+
+
+def _mixed(args) -> int:
+    from . import evaluate
+    from .keras import save_web_model
+    model = _load_keras_model(args.model)
+    data = evaluate.load_dataset(args.data, args.metric)
+    say = _progress(args.quiet)
+    result = evaluate.search(model, data, args.budget, progress=say)
+    if say:
+        print("\r\033[K", end="", file=sys.stderr)
+    if not result.met:
+        raise evaluate.EvalError(f"no assignment meets the budget ({args.budget} worse than float32's "
+                                 f"{result.float32:.4g}); nothing written")
+    save_web_model(model, args.output, targets=result.assignment, force=args.force)
+    if args.json:
+        from dataclasses import asdict
+        print(json.dumps(dict(asdict(result), output=args.output), indent=1))
+    else:
+        print(evaluate.format_search(result))
+        print(f"wrote {args.output}")
+    return 0
+
+
 def _report(args) -> int:
     from . import report
     out = report.write(args.model, args.output, against=args.against, top=args.top, worst=args.worst,
@@ -249,6 +352,54 @@ def _build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--force", action="store_true", help="replace OUT if it exists")
     conv.add_argument("-q", "--quiet", action="store_true", help="no summary")
 
+    ev = commands.add_parser(
+        "eval", help="accuracy / MAE of a Keras model in float32, uint16, uint8, float16 and TFLite modes",
+        description="Run a Keras 3 model (.keras) on a labelled data set (.npz with arrays x and y) in float32 "
+                    "and in each way it can be shrunk: the tfjs dtypes (weights quantized and dequantized as "
+                    "qshard writes and tfjs reads them, run by Keras) and the TFLite converter's modes (run by "
+                    "the TFLite interpreter). Prints the metric, size and gzip size of each artifact. --demo "
+                    "trains three small models on scikit-learn's bundled data and does it all (a minute or two).")
+    ev.add_argument("model", metavar="MODEL", nargs="?", help="a Keras 3 .keras file")
+    ev.add_argument("--data", metavar="NPZ", help="labelled data: an .npz with x (inputs) and y (labels/targets); "
+                                                  "an optional 'calibration' array feeds TFLite's int8 modes")
+    ev.add_argument("--metric", choices=("accuracy", "mae"), default="accuracy", help="default accuracy")
+    ev.add_argument("--tflite", default="all", metavar="MODES",
+                    help="comma-separated TFLite modes (float32,dynamic,float16,int8,int16x8), 'all' (default) "
+                         "or 'none'")
+    ev.add_argument("--demo", action="store_true", help="train the demo models and evaluate them (needs "
+                                                         "tensorflow and scikit-learn)")
+    ev.add_argument("--json", action="store_true", help="machine-readable output")
+    ev.add_argument("-q", "--quiet", action="store_true", help="no progress")
+
+    tfl = commands.add_parser(
+        "tflite", help="convert a Keras model or SavedModel to TFLite in each mode; print the sizes",
+        description="Convert a Keras 3 model (.keras) or a SavedModel folder with the TFLite converter in the "
+                    "modes float32, dynamic (dynamic-range int8 weights), float16, int8 (full integer) and "
+                    "int16x8, writing OUT/model.<mode>.tflite, and print each file's size and gzip size. The "
+                    "int8 and int16x8 modes calibrate on --calibration. Needs TensorFlow "
+                    "(pip install \"qshard[tflite]\").")
+    tfl.add_argument("model", metavar="MODEL", help="a .keras file or a SavedModel folder")
+    tfl.add_argument("output", metavar="OUT", help="folder for the .tflite files (created)")
+    tfl.add_argument("--modes", default="all", help="comma-separated modes, or 'all' (default)")
+    tfl.add_argument("--calibration", metavar="NPY", help="representative inputs: .npy, or .npz (array 'x')")
+
+    mix = commands.add_parser(
+        "mixed", help="find the smallest per-weight dtypes within an accuracy budget; write the tfjs model",
+        description="Culprit search and mixed precision: start from every weight at uint8; rank weights by how "
+                    "much the model suffers when each alone is uint8; widen the most harmful (to uint16 or "
+                    "float16, float32 if needed) until the metric is within the budget of float32's; then give "
+                    "back what is not needed. Writes the result as a tfjs layers model and says which weights "
+                    "were kept wider and why, and how many model evaluations it took.")
+    mix.add_argument("model", metavar="MODEL", help="a Keras 3 .keras file")
+    mix.add_argument("output", metavar="OUT", help="the tfjs layers model to write (must not exist unless --force)")
+    mix.add_argument("--data", metavar="NPZ", required=True, help="labelled data: an .npz with x and y")
+    mix.add_argument("--metric", choices=("accuracy", "mae"), default="accuracy", help="default accuracy")
+    mix.add_argument("--budget", type=float, default=0.5,
+                     help="at most this much worse than float32: accuracy points, or MAE (default 0.5)")
+    mix.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    mix.add_argument("--json", action="store_true", help="machine-readable output")
+    mix.add_argument("-q", "--quiet", action="store_true", help="no progress")
+
     insp = commands.add_parser(
         "inspect", help="list a web model's weights: shapes, stored dtypes, bytes, quantization, error",
         description="List every weight of a web model with its shape, dtype, stored dtype, bytes and "
@@ -323,6 +474,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _convert(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "eval":
+            return _eval(args)
+        if args.command == "mixed":
+            return _mixed(args)
+        if args.command == "tflite":
+            return _tflite(args)
         if args.command == "verify":
             return _verify(args)
         if args.command == "example":

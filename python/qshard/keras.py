@@ -380,10 +380,11 @@ def _load(source) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], str]:
 
 def save_web_model(model, out_dir: Union[str, os.PathLike], *, uint8=None, uint16=None, float16=None, keep=None,
                    shard_size: int = DEFAULT_SHARD_SIZE, force: bool = False, threads: Optional[int] = None,
-                   progress=None):
+                   progress=None, targets: Optional[Dict[str, str]] = None):
     """Write a Keras model (object, .keras or .h5 path) as a tfjs layers model into out_dir:
     model.json (Keras-2-style topology) + shards, weights quantized per the patterns (fnmatch over
-    the tfjs weight names, e.g. 'dense/*'). Returns a qshard.tfjs.QuantizeReport."""
+    the tfjs weight names, e.g. 'dense/*'), or per `targets` (tfjs name -> dtype) when given.
+    Returns a qshard.tfjs.QuantizeReport."""
     from .tfjs import QuantizeReport, write_weights
     check_shard_size(shard_size)
     topology, weights, generated_by = _load(model)
@@ -391,7 +392,14 @@ def save_web_model(model, out_dir: Union[str, os.PathLike], *, uint8=None, uint1
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise ConversionError(f"two weights would both be named {dup!r} in the web model")
-    report, targets = QuantizeReport.plan(names, out_dir, uint8, uint16, float16, keep)
+    if targets is not None:
+        unknown = sorted(set(targets) - set(names))
+        if unknown:
+            raise ConversionError(f"targets name weights the model does not have: {', '.join(unknown[:5])}")
+        report, _ = QuantizeReport.plan(names, out_dir, None, None, None, None)
+        targets = {n: d for n, d in targets.items() if d != "float32"}
+    else:
+        report, targets = QuantizeReport.plan(names, out_dir, uint8, uint16, float16, keep)
     report.bytes_in = sum(a.nbytes for _, a in weights)
     for name, array in weights:
         dtype = "float32" if array.dtype.kind == "f" else str(array.dtype)

@@ -1,0 +1,166 @@
+"""TensorFlow Lite conversion of Keras 3 models and SavedModels, in the converter's five modes, and a
+runner for the result. TensorFlow is an optional extra (`pip install "qshard[tflite]"`).
+
+Modes:
+- float32:  no optimization;
+- dynamic:  dynamic-range quantization (Optimize.DEFAULT): int8 weights, float activations; the
+            converter leaves tensors under 1024 elements in float32;
+- float16:  float16 weights (Optimize.DEFAULT + supported_types float16);
+- int8:     full integer: int8 weights and activations, calibrated on a representative data set
+            (inputs and outputs stay float32, with quantize/dequantize at the edges);
+- int16x8:  int16 activations, int8 weights (the converter's experimental mode), calibrated too.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+from typing import Dict, Iterable, Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import QshardError
+
+MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
+CALIBRATED = ("int8", "int16x8")
+
+
+class TFLiteError(QshardError, RuntimeError):
+    """TensorFlow is missing, or the converter or interpreter failed."""
+
+
+def _tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise TFLiteError('TFLite conversion needs TensorFlow: pip install "qshard[tflite]" '
+                          '(or pip install tensorflow)') from None
+    return tf
+
+
+def load_inputs(path: Union[str, os.PathLike], key: str = "x") -> np.ndarray:
+    """Inputs from an .npy file, or the array `key` (else the only array) of an .npz file."""
+    p = Path(path)
+    try:
+        data = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise TFLiteError(f"{p}: cannot read as .npy/.npz: {error}") from None
+    if isinstance(data, np.ndarray):
+        return data
+    with data:
+        if key in data.files:
+            return data[key]
+        if len(data.files) == 1:
+            return data[data.files[0]]
+        raise TFLiteError(f"{p}: no array named {key!r} (has {', '.join(data.files)})")
+
+
+def _converter(tf, model):
+    if isinstance(model, (str, os.PathLike)):
+        p = Path(model)
+        if p.is_dir():
+            return tf.lite.TFLiteConverter.from_saved_model(str(p))
+        if p.suffix == ".keras":
+            import keras
+            try:
+                model = keras.saving.load_model(p, compile=False)
+            except Exception as error:
+                raise TFLiteError(f"{p}: Keras could not load it: {type(error).__name__}: {error}") from None
+        else:
+            raise TFLiteError(f"{p}: expected a .keras file or a SavedModel folder")
+    return tf.lite.TFLiteConverter.from_keras_model(model)
+
+
+def convert(model, mode: str = "float32", representative: Optional[np.ndarray] = None,
+            samples: int = 200) -> bytes:
+    """A .tflite flatbuffer of `model` (Keras 3 model, .keras path or SavedModel folder) in `mode`;
+    the calibrated modes take a representative set of inputs (first axis = samples)."""
+    if mode not in MODES:
+        raise ValueError(f"TFLite mode must be one of {', '.join(MODES)}, not {mode!r}")
+    tf = _tf()
+    converter = _converter(tf, model)
+    if mode != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode in CALIBRATED:
+        if representative is None or len(representative) == 0:
+            raise TFLiteError(f"TFLite mode {mode} needs a representative data set (inputs, e.g. --calibration x.npy)")
+        rep = np.asarray(representative)[:samples]
+
+        def gen():
+            for i in range(len(rep)):
+                yield [rep[i:i + 1].astype(np.float32)]
+        converter.representative_dataset = gen
+        ops = tf.lite.OpsSet
+        converter.target_spec.supported_ops = (
+            [ops.TFLITE_BUILTINS_INT8] if mode == "int8" else
+            [ops.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8])
+    # The converter prints a "Saved artifact at ..." block on every call.
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            return converter.convert()
+        except Exception as error:
+            raise TFLiteError(f"the TFLite converter failed in mode {mode}: {type(error).__name__}: "
+                              f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}") from None
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter
+    except ImportError:
+        return _tf().lite.Interpreter
+
+
+def run(flatbuffer: bytes, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Outputs of a single-input, single-output TFLite model over x (first axis = samples)."""
+    cls = _interpreter_class()
+    with contextlib.redirect_stderr(io.StringIO()):
+        interpreter = cls(model_content=flatbuffer)
+    (inp,) = interpreter.get_input_details()
+    outputs = interpreter.get_output_details()
+    if len(outputs) != 1:
+        raise TFLiteError(f"the TFLite model has {len(outputs)} outputs; qshard evaluates single-output models")
+    out = outputs[0]
+    results = []
+    size = None
+    for start in range(0, len(x), batch):
+        chunk = np.asarray(x[start:start + batch])
+        if size != len(chunk):
+            interpreter.resize_tensor_input(inp["index"], [len(chunk), *chunk.shape[1:]])
+            interpreter.allocate_tensors()
+            size = len(chunk)
+        if inp["dtype"] in (np.int8, np.int16) and "quantization" in inp:
+            scale, zero = inp["quantization"]
+            chunk = np.round(chunk / scale + zero).astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], chunk.astype(inp["dtype"]))
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])
+        if out["dtype"] in (np.int8, np.int16):
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        results.append(np.array(y))
+    return np.concatenate(results)
+
+
+def convert_all(model, modes: Sequence[str] = MODES, representative: Optional[np.ndarray] = None) -> Dict[str, bytes]:
+    return {mode: convert(model, mode, representative) for mode in modes}
+
+
+def write(model, out_dir: Union[str, os.PathLike], modes: Iterable[str] = MODES,
+          representative: Optional[np.ndarray] = None) -> Dict[str, Path]:
+    """Write model.<mode>.tflite files into out_dir (created; existing files replaced)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for mode in modes:
+        data = convert(model, mode, representative)
+        path = out / f"model.{mode}.tflite"
+        tmp = out / f".{path.name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        paths[mode] = path
+    return paths
