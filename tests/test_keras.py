@@ -208,6 +208,24 @@ def test_weights_are_named_as_tfjs_layers_builds_them(converted):
     assert all(isinstance(layer["config"]["dtype"], str) for layer in doc["modelTopology"]["config"]["layers"])
 
 
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_weights_are_the_bytes_tensorflowjs_writes(converted, tfjs_quantization, tmp_path, variant):
+    """The shards and manifest of a converted model are what tensorflowjs 4.22's write_weights
+    writes for the same weights and quantization map."""
+    from qshard import reference
+    root, built, _ = converted
+    model, _ = built["mobilenet"]
+    groups = [[{"name": name, "data": array} for name, array in qk._keras3_weights(model)]]
+    qmap = {} if variant == "float32" else {variant: "*"}
+    (tmp_path / "ref").mkdir()
+    manifest = reference.load("write_weights").write_weights(groups, str(tmp_path / "ref"), shard_size_bytes=4096,
+                                                             quantization_dtype_map=qmap or None)
+    ours = root / f"mobilenet-{variant}"
+    assert json.loads((ours / "model.json").read_text())["weightsManifest"] == manifest
+    for path in manifest[0]["paths"]:
+        assert (ours / path).read_bytes() == (tmp_path / "ref" / path).read_bytes(), path
+
+
 # --------------------------------------------------------------------------------------------------
 # Files: a .keras file through the command, and a tf_keras .h5 model.
 

@@ -274,6 +274,16 @@ def _verify(args) -> int:
     return 1
 
 
+def _dtype_flags(parser: argparse.ArgumentParser, keep_help: str) -> None:
+    """--uint8/--uint16/--float16/--keep patterns and --shard-size, as quantize and convert take them."""
+    for dtype in ("uint8", "uint16", "float16"):
+        parser.add_argument(f"--{dtype}", nargs="*", metavar="PAT",
+                            help=f"weights to store as {dtype} (no pattern: all weights not matched otherwise)")
+    parser.add_argument("--keep", nargs="+", metavar="PAT", help=keep_help)
+    parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="BYTES",
+                        help=f"shard size in bytes (default {DEFAULT_SHARD_SIZE}, what browsers cache)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qshard", description="Fast, exact weight quantization for TensorFlow.js web models and TFLite.")
@@ -320,12 +330,7 @@ def _build_parser() -> argparse.ArgumentParser:
     quant.add_argument("input", metavar="IN", help="tfjs model folder / model.json / weights_manifest.json, "
                                                    ".safetensors, .npz or a folder of .npy, Keras .h5")
     quant.add_argument("output", metavar="OUT", help="output folder (must not exist unless --force)")
-    for dtype in ("uint8", "uint16", "float16"):
-        quant.add_argument(f"--{dtype}", nargs="*", metavar="PAT",
-                           help=f"weights to store as {dtype} (no pattern: all weights not matched otherwise)")
-    quant.add_argument("--keep", nargs="+", metavar="PAT", help="weights to leave as they are stored")
-    quant.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="BYTES",
-                       help=f"shard size in bytes (default {DEFAULT_SHARD_SIZE}, what browsers cache)")
+    _dtype_flags(quant, "weights to leave as they are stored")
     quant.add_argument("--from", dest="kind", choices=KINDS,
                        help="the kind of IN (default: guessed from the path)")
     quant.add_argument("--force", action="store_true", help="replace OUT if it exists")
@@ -343,12 +348,7 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog="example: qshard convert model.keras web_model --uint8 --keep 'dense_2/*'")
     conv.add_argument("input", metavar="MODEL", help="a .keras file (Keras 3) or a whole-model .h5 (Keras 2 / tf_keras)")
     conv.add_argument("output", metavar="OUT", help="output folder (must not exist unless --force)")
-    for dtype in ("uint8", "uint16", "float16"):
-        conv.add_argument(f"--{dtype}", nargs="*", metavar="PAT",
-                          help=f"weights to store as {dtype} (no pattern: all weights not matched otherwise)")
-    conv.add_argument("--keep", nargs="+", metavar="PAT", help="weights to keep as float32")
-    conv.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="BYTES",
-                      help=f"shard size in bytes (default {DEFAULT_SHARD_SIZE})")
+    _dtype_flags(conv, "weights to keep as float32")
     conv.add_argument("--force", action="store_true", help="replace OUT if it exists")
     conv.add_argument("-q", "--quiet", action="store_true", help="no summary")
 
