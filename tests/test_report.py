@@ -60,6 +60,17 @@ def test_tensor_error_figures_and_notes():
     spiked = normal.copy()
     spiked[0] = 200.0
     assert tensor_error("s", spiked).sqnr("uint8") < row.sqnr("uint8") - 20
+    # One output channel 1000x wider than the others: the per-tensor SQNR still looks fine (the wide
+    # channel dominates the signal), the worst channel's does not.
+    kernel = rng.standard_normal((64, 32)).astype(np.float32)
+    kernel[:, 3] *= 1000
+    wide = tensor_error("k", kernel)
+    assert wide.sqnr("uint8") > 35 and wide.channel_sqnr("uint8") < 5
+    assert row.channel_sqnr("uint8") is None  # 1-D: no channels
+    k = tensor_error("k2", rng.standard_normal((64, 32)).astype(np.float32))
+    assert k.sqnr("uint8") - 10 < k.channel_sqnr("uint8") <= k.sqnr("uint8") + 3
+    channels = [error_of(roundtrip(kernel, "uint8")[:, j], kernel[:, j])[1] for j in range(32)]
+    assert wide.channel_sqnr("uint8") == pytest.approx(min(channels), rel=1e-9)
     assert "int32" in tensor_error("i", np.arange(4, dtype=np.int32)).note
     assert tensor_error("e", np.zeros(0, np.float32)).note == "empty"
     assert "NaN" in tensor_error("f", np.array([1, np.inf], np.float32)).note

@@ -515,9 +515,9 @@ def bench_browser(model: Union[str, os.PathLike], work_dir: Union[str, os.PathLi
                   repeat: int = 1, backend: str = "cpu", variants: Sequence[str] = VARIANTS,
                   chromium: Optional[str] = None, tfjs: Optional[str] = None, progress=None) -> Dict[str, object]:
     """Write each quantized variant of `model` into work_dir (all float32 weights as that dtype),
-    then, `repeat` times in turn, load each in a fresh browser context (cold cache) and again after a
-    page reload in the same context (warm cache), over `link`; time from the start of the load to
-    the first prediction's output, and count the bytes the server sent."""
+    then, `repeat` times (in a rotated order each time), load each in a fresh browser context (cold
+    cache) and again after a page reload in the same context (warm cache), over `link`; time from the
+    start of the load to the first prediction's output, and count the bytes the server sent."""
     from . import manifest as mf
     from . import tfjs as tfjs_mod
     if repeat < 1:
@@ -541,7 +541,9 @@ def bench_browser(model: Union[str, os.PathLike], work_dir: Union[str, os.PathLi
     outputs: Dict[str, List[np.ndarray]] = {}
     with Browser(chromium, tfjs) as b:
         for i in range(repeat):
-            for v in variants:
+            # Each repeat starts one variant later, so that no variant always runs right after the
+            # same one (a run just after the float32 one measured up to 2 s slower).
+            for v in variants[i % len(variants):] + variants[:i % len(variants)]:
                 if progress:
                     progress(f"run {i + 1}/{repeat}: {v}")
                 with b.session(link) as s:

@@ -130,7 +130,8 @@ def _inspect(args) -> int:
         if errors is not None:
             info["error_if_stored_as"] = [
                 {"name": e.name, "size": e.size, "note": e.note,
-                 **{d: {"max_abs_error": m, "sqnr_db": q} for d, (m, q) in e.errors.items()}} for e in errors]
+                 **{d: {"max_abs_error": m, "sqnr_db": q, "worst_channel_sqnr_db": e.channel_sqnr(d)}
+                    for d, (m, q) in e.errors.items()}} for e in errors]
         print(json.dumps(info, indent=1, default=str))
     else:
         print(format_inspect(info))

@@ -26,6 +26,12 @@ class TensorError:
     errors: Dict[str, Tuple[float, float]] = field(default_factory=dict)
     value_range: Optional[Tuple[float, float]] = None
     note: str = ""
+    # The lowest SQNR of any output channel (last axis) at each dtype, for tensors of 2+ dimensions:
+    # one channel with a far wider range than the rest hides behind a good per-tensor figure.
+    worst_channel: Dict[str, float] = field(default_factory=dict)
+
+    def channel_sqnr(self, dtype: str) -> Optional[float]:
+        return self.worst_channel.get(dtype)
 
     def sqnr(self, dtype: str) -> Optional[float]:
         e = self.errors.get(dtype)
@@ -50,6 +56,17 @@ def error_of(values: np.ndarray, original: np.ndarray) -> Tuple[float, float]:
     signal = float(np.dot(b, b))
     sqnr = math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)
     return float(np.max(np.abs(diff))), sqnr
+
+
+def worst_channel_sqnr(values: np.ndarray, original: np.ndarray) -> float:
+    """min over the last axis's channels of 10 log10(sum x^2 / sum (x - y)^2)."""
+    b = np.asarray(original, np.float64).reshape(-1, original.shape[-1])
+    d = np.asarray(values, np.float64).reshape(b.shape) - b
+    noise = np.einsum("ij,ij->j", d, d)
+    signal = np.einsum("ij,ij->j", b, b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sqnr = np.where(noise == 0, np.inf, np.where(signal > 0, 10 * np.log10(signal / noise), -np.inf))
+    return float(sqnr.min())
 
 
 def roundtrip(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -82,7 +99,10 @@ def tensor_error(name: str, x: np.ndarray, dtypes=DTYPES) -> TensorError:
         return row
     row.value_range = (float(x.min()), float(x.max()))
     for dtype in dtypes:
-        row.errors[dtype] = error_of(roundtrip(x, dtype), x)
+        back = roundtrip(x, dtype)
+        row.errors[dtype] = error_of(back, x)
+        if x.ndim >= 2 and x.shape[-1] > 1:
+            row.worst_channel[dtype] = worst_channel_sqnr(back, x)
     return row
 
 
@@ -105,15 +125,19 @@ def format_errors(rows: List[TensorError], dtypes=DTYPES) -> str:
     def key(r: TensorError):
         s = r.sqnr(dtypes[0])
         return (s is None, s if s is not None else 0.0)
-    head = f"{'weight':<40} {'size':>10}" + "".join(f" {d + ' dB':>11} {d + ' max|e|':>15}" for d in dtypes)
+    def db(v: Optional[float]) -> str:
+        return "-" if v is None else ("inf" if v == math.inf else ("-inf" if v == -math.inf else f"{v:.1f}"))
+    head = (f"{'weight':<40} {'size':>10}" + "".join(f" {d + ' dB':>11} {d + ' max|e|':>15}" for d in dtypes)
+            + f" {'uint8 worst channel dB':>23}")
     lines = [head, "-" * len(head)]
     for r in sorted(rows, key=key):
         cells = ""
         for d in dtypes:
             if d in r.errors:
                 e, s = r.errors[d]
-                cells += f" {('inf' if math.isinf(s) else f'{s:.1f}'):>11} {e:>15.3g}"
+                cells += f" {db(s):>11} {e:>15.3g}"
             else:
                 cells += f" {'-':>11} {'-':>15}"
+        cells += f" {db(r.channel_sqnr('uint8')):>23}"
         lines.append(f"{r.name[:40]:<40} {r.size:>10}{cells}" + (f"  ({r.note})" if r.note else ""))
     return "\n".join(lines)

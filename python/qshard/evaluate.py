@@ -315,11 +315,13 @@ def search(model, data: Dataset, budget: float, progress: Optional[Callable[[str
         dtype = assignment[n]
         a, s = alone.get(n), errors[n].sqnr("uint8")
         unit = "pt accuracy" if metric == "accuracy" else "MAE"
+        channel = errors[n].channel_sqnr("uint8")
         if dtype == "uint8":
             reason = "uint8 is within the budget"
         else:
-            reason = (f"alone at uint8 it costs {a:.3g} {unit} (SQNR {s:.1f} dB); "
-                      f"kept as {dtype} to meet the budget")
+            reason = (f"alone at uint8 it costs {a:.3g} {unit} (SQNR {s:.1f} dB"
+                      + (f", worst channel {channel:.1f} dB" if channel is not None else "")
+                      + f"); kept as {dtype} to meet the budget")
         decisions[n] = Decision(n, dtype, int(ev.original[n].size), a, s, reason)
     return SearchResult(metric, budget, base, v8, result, assignment, list(decisions.values()), ev.evaluations,
                         ev.nbytes({}), ev.nbytes(all8), ev.nbytes(assignment), ok(result))
