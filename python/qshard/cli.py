@@ -237,7 +237,7 @@ def _mixed(args) -> int:
     model = _load_keras_model(args.model)
     data = evaluate.load_dataset(args.data, args.metric)
     say = _progress(args.quiet)
-    result = evaluate.search(model, data, args.budget, progress=say)
+    result = evaluate.search(model, data, args.budget, progress=say, first_cut=not args.measure_all)
     if say:
         print("\r\033[K", end="", file=sys.stderr)
     if not result.met:
@@ -386,10 +386,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     mix = commands.add_parser(
         "mixed", help="find the smallest per-weight dtypes within an accuracy budget; write the tfjs model",
-        description="Culprit search and mixed precision: start from every weight at uint8; rank weights by how "
-                    "much the model suffers when each alone is uint8; widen the most harmful (to uint16 or "
-                    "float16, float32 if needed) until the metric is within the budget of float32's; then give "
-                    "back what is not needed. Writes the result as a tfjs layers model and says which weights "
+        description="Culprit search and mixed precision: start from every weight at uint8; first widen the "
+                    "weights whose uint8 error flags them (worst-channel SQNR under 20 dB) in one evaluation; if "
+                    "that is not enough, rank weights by how much the model suffers when each alone is uint8 and "
+                    "widen the most harmful (to uint16 or float16, float32 if needed) until the metric is within "
+                    "the budget of float32's; then give back what is not needed. Writes the result as a tfjs layers model and says which weights "
                     "were kept wider and why, and how many model evaluations it took.")
     mix.add_argument("model", metavar="MODEL", help="a Keras 3 .keras file")
     mix.add_argument("output", metavar="OUT", help="the tfjs layers model to write (must not exist unless --force)")
@@ -397,6 +398,9 @@ def _build_parser() -> argparse.ArgumentParser:
     mix.add_argument("--metric", choices=("accuracy", "mae"), default="accuracy", help="default accuracy")
     mix.add_argument("--budget", type=float, default=0.5,
                      help="at most this much worse than float32: accuracy points, or MAE (default 0.5)")
+    mix.add_argument("--measure-all", action="store_true",
+                     help="skip the cheap first cut (widening the weights whose uint8 error flags them) and "
+                          "measure every weight's effect on the metric")
     mix.add_argument("--force", action="store_true", help="replace OUT if it exists")
     mix.add_argument("--json", action="store_true", help="machine-readable output")
     mix.add_argument("-q", "--quiet", action="store_true", help="no progress")

@@ -255,13 +255,28 @@ class SearchResult:
     met: bool
 
 
-def search(model, data: Dataset, budget: float, progress: Optional[Callable[[str], None]] = None) -> SearchResult:
+FLAG_DB = 20.0  # the cheap first cut: a weight whose worst uint8 channel (or whole tensor) is below this
+
+
+def _suspect_db(e) -> float:
+    """The uint8 SQNR that decides suspicion: the worst channel's for 2+-D tensors, else the tensor's."""
+    channel = e.channel_sqnr("uint8")
+    return min(e.sqnr("uint8"), channel) if channel is not None else e.sqnr("uint8")
+
+
+def search(model, data: Dataset, budget: float, progress: Optional[Callable[[str], None]] = None,
+           first_cut: bool = True) -> SearchResult:
     """The smallest per-weight dtype assignment found whose metric is at most `budget` worse than
-    float32's (accuracy points, or MAE). Weights start at uint8; each is ranked by how much the
-    model suffers when it alone is uint8 (ties: lower uint8 SQNR first); the most sensitive are
-    widened in turn (to uint16 or float16, whichever keeps more SQNR for that weight; float32 if
-    2 bytes are not enough) until the budget holds; then each widened weight is tried at uint8
-    again, least sensitive first, and left there if the budget still holds."""
+    float32's (accuracy points, or MAE). Weights start at uint8.
+
+    1. Cheap first cut (first_cut=True): widen every weight whose uint8 error flags it (worst-channel
+       SQNR below FLAG_DB) in one evaluation; if that meets the budget, skip step 2.
+    2. Otherwise measure each weight's sensitivity (how much worse the model gets with only that
+       weight at uint8), and widen the most sensitive in turn (ties: lower SQNR first) until the
+       budget holds; float32 if 2 bytes are not enough.
+    Widening picks uint16 or float16, whichever keeps more SQNR for that weight. Finally each
+    widened weight is tried at uint8 again, least suspicious first, and left there if the budget
+    still holds."""
     if budget < 0 or not math.isfinite(budget):
         raise EvalError(f"budget must be a finite number >= 0, not {budget}")
     ev = Evaluator(model, data)
@@ -271,24 +286,27 @@ def search(model, data: Dataset, budget: float, progress: Optional[Callable[[str
     errors = {n: tensor_error(n, ev.original[n]) for n in ev.names}
     all8 = {n: "uint8" for n in ev.names}
     v8 = ev.score(all8)
+    wide = {n: ("uint16" if errors[n].sqnr("uint16") >= errors[n].sqnr("float16") else "float16") for n in ev.names}
 
     def ok(value: float) -> bool:
         return worse_by(metric, base, value) <= budget + 1e-9
 
-    decisions: Dict[str, Decision] = {}
-    if ok(v8):
-        assignment, result = all8, v8
-        alone = {}
-    else:
-        alone = {}
+    alone: Dict[str, float] = {}
+    assignment, result = dict(all8), v8
+    widened: List[str] = []
+    flagged = sorted((n for n in ev.names if _suspect_db(errors[n]) < FLAG_DB), key=lambda n: _suspect_db(errors[n]))
+    if not ok(v8) and first_cut and flagged:
+        trial = dict(all8, **{n: wide[n] for n in flagged})
+        value = ev.score(trial)
+        say(f"widened the {len(flagged)} flagged weight(s): {_fmt_value(metric, value)}")
+        if ok(value):
+            assignment, result, widened = trial, value, list(flagged)
+    if not ok(result):
+        assignment, result, widened = dict(all8), v8, []
         for i, n in enumerate(ev.names):
             say(f"sensitivity {i + 1}/{len(ev.names)}: {n}")
             alone[n] = worse_by(metric, base, ev.score({n: "uint8"}))
         order = sorted(ev.names, key=lambda n: (-alone[n], errors[n].sqnr("uint8")))
-        wide = {n: ("uint16" if errors[n].sqnr("uint16") >= errors[n].sqnr("float16") else "float16")
-                for n in ev.names}
-        assignment, result = dict(all8), v8
-        widened: List[str] = []
         for n in order:
             assignment[n] = wide[n]
             widened.append(n)
@@ -302,28 +320,29 @@ def search(model, data: Dataset, budget: float, progress: Optional[Callable[[str
                 result = ev.score(assignment)
                 if ok(result):
                     break
-        # Prune: give back what is not needed, least sensitive first.
-        for n in sorted(widened, key=lambda n: (alone[n], -errors[n].sqnr("uint8"))):
-            if assignment[n] == "uint8":
-                continue
-            trial = dict(assignment, **{n: "uint8"})
-            value = ev.score(trial)
-            if ok(value):
-                assignment, result = trial, value
-                say(f"{n} back to uint8: {_fmt_value(metric, value)}")
+    # Prune: give back what is not needed, least sensitive (or least suspicious) first.
+    for n in sorted(widened, key=lambda n: (alone.get(n, 0.0), -_suspect_db(errors[n]))):
+        if assignment[n] == "uint8" or len(widened) == 1:
+            continue  # (giving back the only widened weight is all-uint8, which failed)
+        trial = dict(assignment, **{n: "uint8"})
+        value = ev.score(trial)
+        if ok(value):
+            assignment, result = trial, value
+            say(f"{n} back to uint8: {_fmt_value(metric, value)}")
+    unit = "pt accuracy" if metric == "accuracy" else "MAE"
+    decisions = []
     for n in ev.names:
         dtype = assignment[n]
-        a, s = alone.get(n), errors[n].sqnr("uint8")
-        unit = "pt accuracy" if metric == "accuracy" else "MAE"
-        channel = errors[n].channel_sqnr("uint8")
+        a, s, channel = alone.get(n), errors[n].sqnr("uint8"), errors[n].channel_sqnr("uint8")
+        figures = f"SQNR {s:.1f} dB" + (f", worst channel {channel:.1f} dB" if channel is not None else "")
         if dtype == "uint8":
             reason = "uint8 is within the budget"
+        elif a is None:
+            reason = f"its uint8 error flags it ({figures}); kept as {dtype} to meet the budget"
         else:
-            reason = (f"alone at uint8 it costs {a:.3g} {unit} (SQNR {s:.1f} dB"
-                      + (f", worst channel {channel:.1f} dB" if channel is not None else "")
-                      + f"); kept as {dtype} to meet the budget")
-        decisions[n] = Decision(n, dtype, int(ev.original[n].size), a, s, reason)
-    return SearchResult(metric, budget, base, v8, result, assignment, list(decisions.values()), ev.evaluations,
+            reason = f"alone at uint8 it costs {a:.3g} {unit} ({figures}); kept as {dtype} to meet the budget"
+        decisions.append(Decision(n, dtype, int(ev.original[n].size), a, s, reason))
+    return SearchResult(metric, budget, base, v8, result, assignment, decisions, ev.evaluations,
                         ev.nbytes({}), ev.nbytes(all8), ev.nbytes(assignment), ok(result))
 
 
