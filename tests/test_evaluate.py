@@ -158,10 +158,12 @@ def test_mixed_precision_meets_the_budget_where_uint8_does_not(outlier, node, tm
     assert result["float32"] - result["all_uint8"] > 20, "all-uint8 should fail this budget by far"
     assert result["float32"] - result["result"] <= 0.5
     wider = {d["name"]: d for d in result["decisions"] if d["dtype"] != "uint8"}
-    assert list(wider) == ["hidden/kernel"], f"the rescaled kernel is the culprit; kept wider: {list(wider)}"
-    # Found by the cheap first cut (its worst uint8 channel), in 3 evaluations: float32, all-uint8, the fix.
+    assert "hidden/kernel" in wider, f"the rescaled kernel is the culprit; kept wider: {list(wider)}"
+    # Found by the cheap first cut (its worst uint8 channel): float32, all-uint8, the flagged weights
+    # widened (3 evaluations here), plus one per flagged weight given back when several were flagged;
+    # fewer than measuring every weight alone would take.
     assert "flags it" in wider["hidden/kernel"]["reason"] and "worst channel" in wider["hidden/kernel"]["reason"]
-    assert result["evaluations"] == 3
+    assert 3 <= result["evaluations"] < len(result["decisions"]) + 3
     assert result["bytes_result"] < result["bytes_float32"] / 2
     # The written model stores each weight as decided, and tfjs in Node predicts what Python evaluated.
     stored = {s.name: s.stored_dtype for s in tfjs.WebModel(tmp_path / "web").specs}

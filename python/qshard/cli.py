@@ -293,7 +293,8 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     bench = commands.add_parser(
-        "bench", help="measure the kernels against the memory ceiling, numpy and tensorflowjs",
+        "bench", help="measure the kernels against the memory ceiling, numpy and tensorflowjs; "
+                      "--browser MODEL: time to first prediction in Chromium per dtype",
         description="Measure every kernel (min/max, quantize, dequantize, float16) as GB/s of float32 data, "
                     "as a fraction of this machine's memory ceiling for the same access pattern (measured in "
                     "the same run), and against numpy and tensorflowjs (when installed).")
