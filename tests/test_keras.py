@@ -287,6 +287,16 @@ def test_tf_keras_h5_model(tf_keras, node, tmp_path):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max(), err_msg=variant)
         if variant == "float32":
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    # The model object converts to the same files as its .h5 (topology and weights alike).
+    model.load_weights(tmp_path / "m.h5")
+    qk.save_web_model(model, tmp_path / "from-object", uint8=True)
+    for name in sorted(p.name for p in (tmp_path / "uint8").iterdir()):
+        a, b = (tmp_path / "uint8" / name).read_bytes(), (tmp_path / "from-object" / name).read_bytes()
+        if name == "model.json":
+            a, b = json.loads(a), json.loads(b)
+            a["modelTopology"].pop("keras_version"), b["modelTopology"].pop("keras_version")
+            a.pop("generatedBy"), b.pop("generatedBy")
+        assert a == b, name
 
 
 # --------------------------------------------------------------------------------------------------
