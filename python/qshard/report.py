@@ -17,13 +17,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 
 from . import __version__
 from .errors import QshardError
-from .errors_per_tensor import error_of, grid, roundtrip
+from .errors_per_tensor import grid, tensor_error
 from .summary import human, inspect
 
 DTYPE_COLORS = {"float32": "#4c72b0", "float16": "#55a868", "uint16": "#8172b2", "uint8": "#dd8452",
@@ -54,39 +54,37 @@ class ErrorRow:
     sqnr_db: float
     max_abs: float
     culprit: bool
-    values: np.ndarray            # the values the error is measured from (original ones)
-    grid: Optional[tuple]         # (min, scale, levels) of the uint8 grid the values get / got
+    load: Callable[[], np.ndarray]  # the values the error is measured from (original ones), read on demand
+    grid: Optional[tuple]           # (min, scale, levels) of the uint8 grid the values get / got
 
 
-def _measure(model_path, against, culprit_db: float) -> tuple:
-    """(rows, what): per-tensor errors of the model against the original, or of uint8 what-ifs."""
+def _measure(info, model_path, against, culprit_db: float) -> tuple:
+    """(rows, what): per-tensor errors of the model against the original (the figures inspect
+    computed), or of uint8 what-ifs. Values are read again only for the histograms drawn."""
     from .tfjs import WebModel
     model = WebModel(model_path)
     rows: List[ErrorRow] = []
     if against:
         original = WebModel(against)
-        names = {s.name for s in original.specs}
-        for spec in model.specs:
-            if spec.name not in names or spec.dtype != "float32" or spec.stored_dtype == "float32":
-                continue
-            orig = np.asarray(original.values(spec.name), np.float32)
-            mine = model.values(spec.name)
-            if orig.size == 0 or orig.size != mine.size or not np.all(np.isfinite(orig)):
-                continue
-            max_abs, sqnr = error_of(mine.reshape(-1), orig.reshape(-1))
-            q = spec.quantization
-            g = (q.min, q.scale, 256 if q.dtype == "uint8" else 65536) if q is not None and q.min is not None else None
-            rows.append(ErrorRow(spec.name, spec.stored_dtype, sqnr, max_abs, sqnr < culprit_db, orig, g))
+        for r in info["rows"]:
+            if r.dtype != "float32" or r.stored == "float32" or r.sqnr_db is None or not math.isfinite(r.max_abs_error):
+                continue  # kept float32, not in the original, or non-finite values
+            q = model.spec(r.name).quantization
+            g = (q.min, q.scale, 256 if q.dtype == "uint8" else 65536) if q.min is not None else None
+            rows.append(ErrorRow(r.name, r.stored, r.sqnr_db, r.max_abs_error, r.sqnr_db < culprit_db,
+                                 lambda n=r.name: original.values(n), g))
         what = (f"error of each quantized weight against {against} (weights stored as float32 have none)")
     else:
         for spec in model.specs:
             if spec.dtype != "float32" or spec.stored_dtype != "float32":
                 continue
-            x = np.asarray(model.values(spec.name), np.float32)
-            if x.size == 0 or not np.all(np.isfinite(x)):
-                continue
-            max_abs, sqnr = error_of(roundtrip(x, "uint8").reshape(-1), x.reshape(-1))
-            rows.append(ErrorRow(spec.name, "float32", sqnr, max_abs, sqnr < culprit_db, x, grid(x, "uint8")))
+            x = model.values(spec.name)
+            e = tensor_error(spec.name, x, ("uint8",))
+            if not e.errors:
+                continue  # empty, or non-finite values
+            max_abs, sqnr = e.errors["uint8"]
+            rows.append(ErrorRow(spec.name, "float32", sqnr, max_abs, sqnr < culprit_db,
+                                 lambda n=spec.name: model.values(n), grid(x, "uint8")))
         what = "what storing each float32 weight as uint8 would do (no original given)"
     rows.sort(key=lambda r: r.sqnr_db)
     return rows, what
@@ -125,7 +123,7 @@ def _error_chart(rows: List[ErrorRow], top: int, culprit_db: float) -> str:
 def _histogram(row: ErrorRow) -> tuple:
     """(png, caption): the values' histogram with the uint8 grid over it, the whole range on the left
     and, on the right, the middle 99% of the values, where the grid's coarseness shows."""
-    x = row.values.reshape(-1).astype(np.float64)
+    x = np.asarray(row.load(), np.float64).reshape(-1)
     fig = _pyplot_free_figure(10, 3.2)
     whole, zoom = fig.subplots(1, 2, width_ratios=[3, 2])
     lo_z, hi_z = np.percentile(x, [0.5, 99.5])
@@ -172,7 +170,7 @@ def build(model: Union[str, os.PathLike], against: Optional[Union[str, os.PathLi
           worst: int = 4, culprit_db: float = 30.0) -> str:
     """The report's HTML text."""
     info = inspect(model, against)
-    rows, what = _measure(model, against, culprit_db)
+    rows, what = _measure(info, model, against, culprit_db)
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>qshard report: {e(str(model))}</title>"
              f"<style>{CSS}</style></head><body>",
