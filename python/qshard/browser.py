@@ -324,6 +324,16 @@ def model_format(folder: Union[str, os.PathLike]) -> str:
     return fmt
 
 
+def _record_errors(page, sink: List[str]) -> None:
+    """Append the page's console errors (with the URL they concern) and uncaught exceptions to sink."""
+    def on_console(message) -> None:
+        if message.type == "error":
+            url = (message.location or {}).get("url") or ""
+            sink.append(f"{message.text} [{url}]" if url else message.text)
+    page.on("console", on_console)
+    page.on("pageerror", lambda e: sink.append(f"uncaught: {e}"))
+
+
 class Browser:
     """Headless Chromium driven by playwright, with a ModelServer beside it. A context manager:
 
@@ -408,8 +418,7 @@ class Browser:
             context.set_default_timeout(self.timeout_ms)
             context.route("**/*", gate)
             page = context.new_page()
-            page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: console.append(f"uncaught: {e}"))
+            _record_errors(page, console)
             page.goto(Path(html_file).resolve().as_uri(), wait_until="load")
             images = page.evaluate("""() => Array.from(document.images).map((i) => ({
                 id: i.id, className: i.className, alt: i.alt, complete: i.complete,
@@ -430,14 +439,8 @@ class Session:
         self.context = browser._browser.new_context()
         self.context.set_default_timeout(browser.timeout_ms)
         self.page = self.context.new_page()
-        self.page.on("console", self._on_console)
-        self.page.on("pageerror", lambda e: self.console.append(f"uncaught: {e}"))
+        _record_errors(self.page, self.console)
         self.open()
-
-    def _on_console(self, message) -> None:
-        if message.type == "error":
-            url = (message.location or {}).get("url") or ""
-            self.console.append(f"{message.text} [{url}]" if url else message.text)
 
     def open(self) -> None:
         """(Re)load the harness page; network emulation applies from here on, tf.min.js included
