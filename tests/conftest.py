@@ -19,15 +19,22 @@ def isa(request):
     return request.param
 
 
+def require(problem: str, env: str, what: str) -> None:
+    """What a test needs from outside the project (the reference converter, node, a browser, Keras):
+    nothing when problem is empty; else a loud skip, or a failure when the variable env is set (CI)."""
+    if problem:
+        if os.environ.get(env):
+            pytest.fail(f"{env} is set but {problem}")
+        pytest.skip(f"SKIPPING {what}: {problem} ({env}=1 makes this a failure)")
+
+
 @pytest.fixture(scope="session")
 def tfjs_quantization():
     """tensorflowjs 4.22's quantization.py, the official behaviour qshard must match."""
     try:
         return reference.load("quantization")
     except reference.ReferenceUnavailable as error:
-        if os.environ.get("QSHARD_REQUIRE_REFERENCE"):
-            pytest.fail(f"QSHARD_REQUIRE_REFERENCE is set but {error}")
-        pytest.skip(f"SKIPPING COMPARISON WITH THE OFFICIAL CONVERTER: {error}")
+        require(str(error), "QSHARD_REQUIRE_REFERENCE", "COMPARISON WITH THE OFFICIAL CONVERTER")
 
 
 def distributions(rng, n):

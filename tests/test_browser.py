@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require
 from qshard import browser, cli, example, tfjs
 from qshard.summary import verify
 from test_node import conv_forward, conv_topology, conv_weights, write_layers_model
@@ -42,11 +43,7 @@ def _harness_problem():
 
 def require_harness():
     """Skip loudly when Chromium, playwright or tf.min.js is missing; fail under QSHARD_REQUIRE_BROWSER."""
-    problem = _harness_problem()
-    if problem:
-        if os.environ.get("QSHARD_REQUIRE_BROWSER"):
-            pytest.fail(f"QSHARD_REQUIRE_BROWSER is set but {problem}")
-        pytest.skip(f"SKIPPING THE BROWSER TESTS: {problem} (QSHARD_REQUIRE_BROWSER=1 makes this a failure)")
+    require(_harness_problem(), "QSHARD_REQUIRE_BROWSER", "THE BROWSER TESTS")
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ QSHARD_REQUIRE_KERAS=1 (set in CI).
 """
 import gzip
 import json
-import os
 import sys
 
 import numpy as np
 import pytest
 
+from conftest import require
 from qshard import cli, demo, evaluate, tfjs, tflite
 from qshard.keras import save_web_model
 from test_keras import _import_keras, _write_input
@@ -26,10 +26,7 @@ def keras():
             import sklearn  # noqa: F401
         except ImportError as error:
             problem = f"scikit-learn is not installed ({error}): pip install scikit-learn"
-    if problem:
-        if os.environ.get("QSHARD_REQUIRE_KERAS"):
-            pytest.fail(f"QSHARD_REQUIRE_KERAS is set but {problem}")
-        pytest.skip(f"SKIPPING THE EVALUATION TESTS: {problem} (QSHARD_REQUIRE_KERAS=1 makes this a failure)")
+    require(problem, "QSHARD_REQUIRE_KERAS", "THE EVALUATION TESTS")
     return module
 
 

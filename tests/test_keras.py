@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from qshard import cli, tfjs
+from conftest import require
 from qshard import keras as qk
 from test_node import node, run_batched, run_node  # noqa: F401 (node: a fixture)
 
@@ -38,10 +39,7 @@ def _import_keras():
 @pytest.fixture(scope="module")
 def keras():
     module, problem = _import_keras()
-    if problem:
-        if os.environ.get("QSHARD_REQUIRE_KERAS"):
-            pytest.fail(f"QSHARD_REQUIRE_KERAS is set but {problem}")
-        pytest.skip(f"SKIPPING THE KERAS TESTS: {problem} (QSHARD_REQUIRE_KERAS=1 makes this a failure)")
+    require(problem, "QSHARD_REQUIRE_KERAS", "THE KERAS TESTS")
     return module
 
 
@@ -253,9 +251,8 @@ def tf_keras(keras):
     try:
         import tf_keras
     except ImportError as error:
-        if os.environ.get("QSHARD_REQUIRE_KERAS"):
-            pytest.fail(f"QSHARD_REQUIRE_KERAS is set but tf_keras is missing ({error}): pip install tf_keras")
-        pytest.skip(f"SKIPPING THE tf_keras .h5 TEST: {error} (pip install tf_keras)")
+        require(f"tf_keras is missing ({error}): pip install tf_keras", "QSHARD_REQUIRE_KERAS",
+                "THE tf_keras .h5 TEST")
     return tf_keras
 
 

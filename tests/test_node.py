@@ -12,13 +12,14 @@ Without node or tests/js/node_modules these tests skip loudly (install with
 All models are decoded in one node run and all layers models run in another, to stay fast.
 """
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import require
 
 from qshard.example import dense_layer
 from qshard import tfjs
@@ -50,12 +51,8 @@ def _node_problem():
 def node():
     path, problem = _node_problem()
     if problem:
-        message = (f"{problem}: cannot run the TensorFlow.js client. Install Node.js (>= 18) and the "
-                   f"client with `npm ci --prefix tests/js`")
-        if os.environ.get("QSHARD_REQUIRE_NODE"):
-            pytest.fail(f"QSHARD_REQUIRE_NODE is set but {message}")
-        pytest.skip(f"SKIPPING THE JAVASCRIPT CLIENT TESTS: {message} "
-                    f"(QSHARD_REQUIRE_NODE=1 makes this a failure)")
+        require(f"{problem}: cannot run the TensorFlow.js client. Install Node.js (>= 18) and the "
+                f"client with `npm ci --prefix tests/js`", "QSHARD_REQUIRE_NODE", "THE JAVASCRIPT CLIENT TESTS")
     return path
 
 
