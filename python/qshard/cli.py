@@ -157,19 +157,8 @@ def _progress(quiet: bool):
 
 
 def _load_keras_model(path: str):
-    from .keras import ConversionError
-    if not str(path).endswith(".keras"):
-        raise ConversionError(f"{path}: expected a Keras 3 .keras file")
-    if not os.path.isfile(path):
-        raise ConversionError(f"{path}: no such file")
-    try:
-        import keras
-    except ImportError:
-        raise ConversionError('evaluating a model needs Keras 3: pip install tensorflow') from None
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as error:
-        raise ConversionError(f"{path}: Keras could not load it: {type(error).__name__}: {error}") from None
+    from .keras import load_keras_file
+    return load_keras_file(path, "evaluating a model needs Keras 3: pip install tensorflow")
 
 
 def _eval(args) -> int:
@@ -214,8 +203,8 @@ def _eval(args) -> int:
 
 
 def _tflite(args) -> int:
-    import gzip
     from . import tflite
+    from .summary import gzipped_size
     modes = list(tflite.MODES) if args.modes == "all" else [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in tflite.MODES]
     if bad:
@@ -226,8 +215,7 @@ def _tflite(args) -> int:
     paths = tflite.write(args.model, args.output, modes, calibration)
     print(f"{'mode':<10} {'bytes':>12} {'gzip':>12}  file")
     for mode, path in paths.items():
-        data = path.read_bytes()
-        print(f"{mode:<10} {len(data):>12,} {len(gzip.compress(data, 6)):>12,}  {path}")
+        print(f"{mode:<10} {path.stat().st_size:>12,} {gzipped_size(path):>12,}  {path}")
     return 0
 
 
@@ -283,6 +271,31 @@ def _dtype_flags(parser: argparse.ArgumentParser, keep_help: str) -> None:
     parser.add_argument("--keep", nargs="+", metavar="PAT", help=keep_help)
     parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="BYTES",
                         help=f"shard size in bytes (default {DEFAULT_SHARD_SIZE}, what browsers cache)")
+
+
+def _bench(args) -> int:
+    if args.browser:
+        return _bench_browser(args)
+    from . import bench
+    return bench.main(args.size, args.threads, args.isa, args.repeat or 5, args.json, args.quiet, args.kernel)
+
+
+def _example(args) -> int:
+    from .example import write_example
+    out = write_example(args.output, args.force, format=f"{args.format}-model", hidden=args.hidden)
+    print(f"wrote {out}: a float32 {args.format} model (model.json + shards)")
+    return 0
+
+
+def _info(args) -> int:
+    print(f"qshard {__version__}\ninstruction sets: {', '.join(_core.available_isas())} "
+          f"(default: {_core.isa()})\nthreads: {_core.get_num_threads()}")
+    return 0
+
+
+_COMMANDS = {"bench": _bench, "quantize": _quantize, "convert": _convert, "eval": _eval, "tflite": _tflite,
+             "mixed": _mixed, "inspect": _inspect, "report": _report, "verify": _verify, "example": _example,
+             "info": _info}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -466,39 +479,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if argv is None:  # the command itself, not a call from Python code
         signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        if args.command == "bench":
-            if args.browser:
-                return _bench_browser(args)
-            from . import bench
-            return bench.main(args.size, args.threads, args.isa, args.repeat or 5, args.json, args.quiet, args.kernel)
-        if args.command == "quantize":
-            return _quantize(args)
-        if args.command == "inspect":
-            return _inspect(args)
-        if args.command == "convert":
-            return _convert(args)
-        if args.command == "report":
-            return _report(args)
-        if args.command == "eval":
-            return _eval(args)
-        if args.command == "mixed":
-            return _mixed(args)
-        if args.command == "tflite":
-            return _tflite(args)
-        if args.command == "verify":
-            return _verify(args)
-        if args.command == "example":
-            from .example import write_example
-            out = write_example(args.output, args.force, format=f"{args.format}-model", hidden=args.hidden)
-            print(f"wrote {out}: a float32 {args.format} model (model.json + shards)")
-            return 0
-        if args.command == "info":
-            print(f"qshard {__version__}\ninstruction sets: {', '.join(_core.available_isas())} "
-                  f"(default: {_core.isa()})\nthreads: {_core.get_num_threads()}")
-            return 0
+    handler = _COMMANDS.get(args.command)
+    if handler is None:
         parser.print_help()
         return 2
+    try:
+        return handler(args)
     except KeyboardInterrupt:
         print("qshard: interrupted", file=sys.stderr)
         return 130

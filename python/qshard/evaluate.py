@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import QshardError
 from .errors_per_tensor import roundtrip, tensor_error
+from .summary import gzipped_size
 
 TFJS_VARIANTS = ("float32", "uint16", "uint8", "float16")
 BYTES = {"float32": 4, "uint16": 2, "float16": 2, "uint8": 1}
@@ -137,7 +138,7 @@ class Evaluator:
 
 def _artifact_sizes(files: Sequence[Path]) -> Tuple[int, int]:
     raw = sum(f.stat().st_size for f in files)
-    return raw, sum(len(gzip.compress(f.read_bytes(), 6)) for f in files)
+    return raw, sum(gzipped_size(f) for f in files)
 
 
 def web_model_sizes(model, assignment: Dict[str, str]) -> Tuple[int, int]:

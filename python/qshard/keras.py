@@ -27,7 +27,7 @@ import numpy as np
 from . import __version__
 from . import manifest as mf
 from .errors import QshardError
-from .writer import DEFAULT_SHARD_SIZE, atomic_folder, check_shard_size
+from .writer import DEFAULT_SHARD_SIZE, atomic_folder, check_shard_size, first_duplicate
 
 KERAS2_VERSION = "2.15.0"  # the topology dialect written (what tfjs-layers 4.22 reads)
 
@@ -346,6 +346,24 @@ def _from_h5(path: Path) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], 
     return topology, weights, f"keras v{version}"
 
 
+def load_keras_file(path: Union[str, os.PathLike], missing_keras: str = "loading a .keras file needs Keras 3: "
+                                                                         "pip install tensorflow"):
+    """A Keras 3 model from a .keras file (compile=False), or a ConversionError naming the file."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ConversionError(f"{path}: expected a Keras 3 .keras file")
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file")
+    try:
+        import keras
+    except ImportError:
+        raise ConversionError(missing_keras) from None
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many kinds for a bad file
+        raise ConversionError(f"{path}: Keras could not load it: {type(error).__name__}: {error}") from None
+
+
 def _load(source) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], str]:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -355,15 +373,8 @@ def _load(source) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], str]:
             return _from_h5(path)
         if path.suffix != ".keras":
             raise ConversionError(f"{path}: expected a Keras 3 .keras file or a Keras 2 / tf_keras .h5 model")
-        try:
-            import keras
-        except ImportError:
-            raise ConversionError('converting .keras files needs Keras 3: pip install "qshard[keras]" '
-                                  '(keras with a backend such as tensorflow)') from None
-        try:
-            model = keras.saving.load_model(path, compile=False)
-        except Exception as error:  # Keras raises many kinds for a bad file
-            raise ConversionError(f"{path}: Keras could not load it: {type(error).__name__}: {error}") from None
+        model = load_keras_file(path, 'converting .keras files needs Keras 3: pip install "qshard[keras]" '
+                                      '(keras with a backend such as tensorflow)')
         try:
             return _from_keras3(model)
         except ConversionError as error:
@@ -389,8 +400,8 @@ def save_web_model(model, out_dir: Union[str, os.PathLike], *, uint8=None, uint1
     check_shard_size(shard_size)
     topology, weights, generated_by = _load(model)
     names = [n for n, _ in weights]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
+    dup = first_duplicate(names)
+    if dup is not None:
         raise ConversionError(f"two weights would both be named {dup!r} in the web model")
     if targets is not None:
         unknown = sorted(set(targets) - set(names))

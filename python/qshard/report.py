@@ -14,7 +14,6 @@ import html
 import io
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
@@ -25,6 +24,7 @@ from . import __version__
 from .errors import QshardError
 from .errors_per_tensor import grid, tensor_error
 from .summary import human, inspect
+from .writer import write_file_atomically
 
 DTYPE_COLORS = {"float32": "#4c72b0", "float16": "#55a868", "uint16": "#8172b2", "uint8": "#dd8452",
                 "int32": "#937860", "bool": "#8c8c8c", "string": "#8c8c8c", "complex64": "#8c8c8c"}
@@ -238,16 +238,5 @@ def write(model, out: Union[str, os.PathLike], against=None, **options) -> Path:
     out = Path(out)
     if out.is_dir():
         raise QshardError(f"{out}: is a folder; give the report's file name (e.g. report.html)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_file_atomically(out, text.encode("utf-8"))
     return out

@@ -16,11 +16,12 @@ import contextlib
 import io
 import os
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence, Union
+from typing import Dict, Iterable, Optional, Union
 
 import numpy as np
 
 from .errors import QshardError
+from .writer import write_file_atomically
 
 MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
 CALIBRATED = ("int8", "int16x8")
@@ -62,14 +63,10 @@ def _converter(tf, model):
         p = Path(model)
         if p.is_dir():
             return tf.lite.TFLiteConverter.from_saved_model(str(p))
-        if p.suffix == ".keras":
-            import keras
-            try:
-                model = keras.saving.load_model(p, compile=False)
-            except Exception as error:
-                raise TFLiteError(f"{p}: Keras could not load it: {type(error).__name__}: {error}") from None
-        else:
+        if p.suffix != ".keras":
             raise TFLiteError(f"{p}: expected a .keras file or a SavedModel folder")
+        from .keras import load_keras_file
+        model = load_keras_file(p)
     return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
@@ -146,10 +143,6 @@ def run(flatbuffer: bytes, x: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.concatenate(results)
 
 
-def convert_all(model, modes: Sequence[str] = MODES, representative: Optional[np.ndarray] = None) -> Dict[str, bytes]:
-    return {mode: convert(model, mode, representative) for mode in modes}
-
-
 def write(model, out_dir: Union[str, os.PathLike], modes: Iterable[str] = MODES,
           representative: Optional[np.ndarray] = None) -> Dict[str, Path]:
     """Write model.<mode>.tflite files into out_dir (created; existing files replaced)."""
@@ -157,10 +150,5 @@ def write(model, out_dir: Union[str, os.PathLike], modes: Iterable[str] = MODES,
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for mode in modes:
-        data = convert(model, mode, representative)
-        path = out / f"model.{mode}.tflite"
-        tmp = out / f".{path.name}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        paths[mode] = path
+        paths[mode] = write_file_atomically(out / f"model.{mode}.tflite", convert(model, mode, representative))
     return paths

@@ -180,6 +180,24 @@ def _write_groups(out_dir: Path, groups: Sequence[Sequence[_Item]], shard_size: 
     return result, kept
 
 
+def write_file_atomically(path: Union[str, os.PathLike], data: bytes) -> Path:
+    """Write data to path through a temporary file beside it: the file appears whole or not at all."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
 @contextmanager
 def atomic_folder(out_dir: Union[str, os.PathLike], force: bool = False) -> Iterator[Path]:
     """A temporary folder beside out_dir that becomes out_dir only if the block completes."""
