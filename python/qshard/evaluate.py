@@ -119,13 +119,16 @@ class Evaluator:
         return out
 
     def predict(self, assignment: Dict[str, str]) -> np.ndarray:
+        """The model's outputs with the assigned weights quantized; only those are swapped in, and
+        put back after (the model holds its original weights between calls)."""
         values = self.weights(assignment)
+        swapped = [(name, variable) for name, variable in self.variables if values[name] is not self.original[name]]
         try:
-            for name, variable in self.variables:
+            for name, variable in swapped:
                 variable.assign(values[name])
             return np.asarray(self.model.predict(self.data.x, batch_size=self.batch, verbose=0))
         finally:
-            for name, variable in self.variables:
+            for name, variable in swapped:
                 variable.assign(self.original[name])
 
     def score(self, assignment: Dict[str, str]) -> float:
