@@ -5,6 +5,7 @@ import pytest
 
 import qshard
 from qshard import reference
+from support.node import node_problem
 
 ISAS = qshard.available_isas()
 SIMD_ISAS = [isa for isa in ISAS if isa != "serial"]
@@ -57,3 +58,12 @@ def distributions(rng, n):
 
 def as_f32(a):
     return np.ascontiguousarray(a, dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def node():
+    path, problem = node_problem()
+    if problem:
+        require(f"{problem}: cannot run the TensorFlow.js client. Install Node.js (>= 18) and the "
+                f"client with `npm ci --prefix tests/js`", "QSHARD_REQUIRE_NODE", "THE JAVASCRIPT CLIENT TESTS")
+    return path

@@ -10,8 +10,15 @@ from __future__ import annotations
 import os as _os
 
 from . import _core
-from .kernels import (QuantParams, affine_params, dequantize, float16_bits, minmax, quantize,
-                      quantize_with)
+from .kernels import (
+    QuantParams,
+    affine_params,
+    dequantize,
+    float16_bits,
+    minmax,
+    quantize,
+    quantize_with,
+)
 
 # From the compiled core (the build stamps it), not importlib.metadata: that import alone costs
 # ~50 ms of every command's start-up.

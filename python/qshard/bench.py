@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from . import _core, reference
+from qshard import _core, reference
 
 
 @dataclass

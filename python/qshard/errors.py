@@ -20,3 +20,27 @@ class PatternError(QshardError, ValueError):
 
 class OutputError(QshardError, OSError):
     """An output folder that exists (without --force) or cannot be written."""
+
+
+class SourceError(QshardError, ValueError):
+    """An input that cannot be read as a tensor source."""
+
+
+class ConversionError(QshardError, ValueError):
+    """A Keras model (or one of its layers or options) that tfjs-layers cannot run as written."""
+
+
+class EvalError(QshardError, ValueError):
+    """A data set or model that cannot be evaluated as asked."""
+
+
+class BrowserError(QshardError, RuntimeError):
+    """The browser, its driver or tfjs is missing, or the page failed."""
+
+
+class TFLiteError(QshardError, RuntimeError):
+    """TensorFlow is missing, or the converter or interpreter failed."""
+
+
+class ReferenceUnavailable(ImportError):
+    """The official tensorflowjs package is not installed here."""

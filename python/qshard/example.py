@@ -13,8 +13,8 @@ from typing import Union
 
 import numpy as np
 
-from . import __version__
-from .tfjs import atomic_folder, write_weights
+from qshard import __version__
+from qshard.formats.webmodel import atomic_folder, write_weights
 
 LAYERS = [(64, 256, "relu"), (256, 128, "relu"), (128, 10, "softmax")]
 FORMATS = ("layers-model", "graph-model")

@@ -6,10 +6,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from . import _core
+from qshard import _core, dtypes
 
-AFFINE_QMAX = {"uint8": 255, "uint16": 65535}
-DTYPES = ("uint8", "uint16", "float16")
+AFFINE_QMAX = dtypes.AFFINE_QMAX
+DTYPES = dtypes.QUANT_DTYPES
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ import types
 from pathlib import Path
 from typing import Optional
 
+from qshard.errors import ReferenceUnavailable
+
 _PACKAGE = "tensorflowjs"
 
 
-class ReferenceUnavailable(ImportError):
-    """The official tensorflowjs package is not installed here."""
 
 
 def tensorflowjs_dir() -> Optional[Path]:
@@ -61,11 +61,14 @@ def load(module: str = "quantization") -> types.ModuleType:
             "the official tensorflowjs package is not installed; "
             "install it with: pip install --no-deps tensorflowjs==4.22.0")
     stand_in_package(folder)
-    stub = module in ("write_weights", "read_weights") and "tensorflow" not in sys.modules
+    stub = module in ("write_weights", "read_weights")
+    real_tensorflow = sys.modules.get("tensorflow")
     if stub:
-        # Only tf.io.gfile.GFile is used there; a file object does the same job for local paths.
-        # The stand-in is visible only while the module loads (it keeps its own reference): left in
-        # sys.modules it would break a later `import tensorflow` or `import keras` in this process.
+        # Only tf.io.gfile.GFile is used there; a file object does the same job for local paths, and
+        # the reference then behaves the same whether or not TensorFlow was imported earlier in this
+        # process (its errors would otherwise be TensorFlow's). The stand-in is visible only while the
+        # module loads (it keeps its own reference): left in sys.modules it would break a later
+        # `import tensorflow` or `import keras` in this process.
         gfile = types.SimpleNamespace(GFile=open)
         sys.modules["tensorflow"] = types.SimpleNamespace(io=types.SimpleNamespace(gfile=gfile))
     spec = importlib.util.spec_from_file_location(name, folder / f"{module}.py")
@@ -79,4 +82,6 @@ def load(module: str = "quantization") -> types.ModuleType:
     finally:
         if stub:
             sys.modules.pop("tensorflow", None)
+            if real_tensorflow is not None:
+                sys.modules["tensorflow"] = real_tensorflow
     return mod

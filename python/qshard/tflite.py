@@ -20,15 +20,13 @@ from typing import Dict, Iterable, Optional, Union
 
 import numpy as np
 
-from .errors import QshardError
-from .writer import write_file_atomically
+from qshard.errors import TFLiteError
+from qshard.formats.writer import write_file_atomically
 
 MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
 CALIBRATED = ("int8", "int16x8")
 
 
-class TFLiteError(QshardError, RuntimeError):
-    """TensorFlow is missing, or the converter or interpreter failed."""
 
 
 def _tf():
@@ -65,7 +63,7 @@ def _converter(tf, model):
             return tf.lite.TFLiteConverter.from_saved_model(str(p))
         if p.suffix != ".keras":
             raise TFLiteError(f"{p}: expected a .keras file or a SavedModel folder")
-        from .keras import load_keras_file
+        from qshard.keras.load import load_keras_file
         model = load_keras_file(p)
     return tf.lite.TFLiteConverter.from_keras_model(model)
 

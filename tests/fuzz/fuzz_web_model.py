@@ -14,7 +14,8 @@ import tempfile
 import atheris
 
 with atheris.instrument_imports():
-    from qshard import summary, tfjs
+    from qshard.formats import summary
+    from qshard import tfjs
     from qshard.errors import QshardError
 
 WORK = tempfile.mkdtemp(prefix="qshard-fuzz-")

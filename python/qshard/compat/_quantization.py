@@ -7,19 +7,19 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from .. import kernels
+from qshard import kernels
 
 _QUANT_TYPES = {"uint8": np.uint8, "uint16": np.uint16, "float16": np.float16}
 _AFFINE_TYPES = [np.uint8, np.uint16]            # compared with ==, as tensorflowjs does
-_TYPE_NAMES = {np.uint8: "uint8", np.uint16: "uint16", np.float16: "float16"}
+TYPE_NAMES = {np.uint8: "uint8", np.uint16: "uint16", np.float16: "float16"}
 # What tensorflowjs's write_weights accepts (compared with ==) and what it converts first.
-_WRITABLE = [np.float16, np.float32, np.int32, np.complex64, np.uint8, np.uint16, bool, object]
-_AUTO_CONVERT = {np.dtype(np.float16): np.float32, np.dtype(np.float64): np.float32,
+WRITABLE = [np.float16, np.float32, np.int32, np.complex64, np.uint8, np.uint16, bool, object]
+AUTO_CONVERT = {np.dtype(np.float16): np.float32, np.dtype(np.float64): np.float32,
                  np.dtype(np.int64): np.int32, np.dtype(np.complex128): np.complex64}
 # What decode_weights accepts as a stored dtype.
-_READABLE = [np.float16, np.float32, np.int32, np.complex64, np.uint8, np.uint16, object, bool]
-_STRING_LENGTH_BYTES = 4
-_MANIFEST_FILE = "weights_manifest.json"
+READABLE = [np.float16, np.float32, np.int32, np.complex64, np.uint8, np.uint16, object, bool]
+STRING_LENGTH_BYTES = 4
+MANIFEST_FILE = "weights_manifest.json"
 _INT32_MIN, _INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 
 

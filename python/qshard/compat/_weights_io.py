@@ -9,11 +9,20 @@ from typing import List
 
 import numpy as np
 
-from .. import kernels
-from .. import tfjs as _tfjs
-from ._quantization import (_AUTO_CONVERT, _MANIFEST_FILE, _READABLE, _STRING_LENGTH_BYTES, _TYPE_NAMES,
-                            _WRITABLE, dequantize_weights, map_layers_to_quantization_dtype, quantize_weights)
+from qshard import kernels
+from qshard.formats import webmodel
 
+from ._quantization import (
+    AUTO_CONVERT,
+    MANIFEST_FILE,
+    READABLE,
+    STRING_LENGTH_BYTES,
+    TYPE_NAMES,
+    WRITABLE,
+    dequantize_weights,
+    map_layers_to_quantization_dtype,
+    quantize_weights,
+)
 
 # ------------------------------------------------------------------------------------ write_weights
 
@@ -61,8 +70,8 @@ def _auto_convert(entry) -> None:
     """float64 -> float32, int64 -> int32, float16 -> float32, complex128 -> complex64, in the
     caller's entry, announced on stdout with tensorflowjs's words."""
     data = entry["data"]
-    if data.dtype in _AUTO_CONVERT:
-        target = _AUTO_CONVERT[data.dtype]
+    if data.dtype in AUTO_CONVERT:
+        target = AUTO_CONVERT[data.dtype]
         entry["data"] = data.astype(target)
         print("weight " + entry["name"] + " with shape " + str(data.shape) + " and dtype " + data.dtype.name
               + " was auto converted to the type " + np.dtype(target).name)
@@ -79,7 +88,7 @@ def _checked_data(entry) -> np.ndarray:
     if data.dtype.name.startswith(("str", "bytes")):
         data = data.astype(object)
         entry["data"] = data
-    if not (data.dtype in _WRITABLE or data.dtype in _AUTO_CONVERT):
+    if not (data.dtype in WRITABLE or data.dtype in AUTO_CONVERT):
         raise ValueError("Error dumping weight " + name + ", dtype " + data.dtype.name + " not supported.")
     if not isinstance(data, np.ndarray):
         raise ValueError("Error dumping weight " + name + ", data must be a numpy ndarray.")
@@ -92,7 +101,7 @@ def _string_bytes(data: np.ndarray) -> bytes:
     parts = []
     for value in data.flatten().tolist():
         encoded = value if isinstance(value, bytes) else value.encode("utf-8")
-        parts.append(len(encoded).to_bytes(_STRING_LENGTH_BYTES, "little"))
+        parts.append(len(encoded).to_bytes(STRING_LENGTH_BYTES, "little"))
         parts.append(encoded)
     return b"".join(parts)
 
@@ -126,7 +135,7 @@ def _plan_group(group, quantization_dtype_map) -> List[_Planned]:
     for entry in group:
         if entry["name"] in asked and entry["data"].dtype == "float32":
             data = entry["data"]
-            target = _TYPE_NAMES[asked[entry["name"]]]
+            target = TYPE_NAMES[asked[entry["name"]]]
             if target != "float16" and data.size == 0:
                 data.min()  # numpy's ValueError for a zero-size reduction, which tensorflowjs raises
             targets[id(entry)] = target
@@ -188,8 +197,8 @@ def write_weights(weight_groups, write_dir, shard_size_bytes=1024 * 1024 * 4, wr
                 targets[item.key] = item.target
             row.append((item.key, item.stored))
         groups.append(row)
-    kept: List[_tfjs.Kept] = []
-    written = _tfjs.write_weights(groups, write_dir, shard_size=int(shard_size_bytes), targets=targets,
+    kept: List[webmodel.Kept] = []
+    written = webmodel.write_weights(groups, write_dir, shard_size=int(shard_size_bytes), targets=targets,
                                   write_manifest=False, kept=kept)
     for k in kept:
         gi, wi = (int(part) for part in k.name.split("/"))
@@ -200,7 +209,7 @@ def write_weights(weight_groups, write_dir, shard_size_bytes=1024 * 1024 * 4, wr
         manifest.append({"paths": list(group["paths"]),
                          "weights": [_manifest_entry(item, w) for item, w in zip(plan, group["weights"])]})
     if write_manifest:
-        with open(os.path.join(write_dir, _MANIFEST_FILE), "wb") as f:
+        with open(os.path.join(write_dir, MANIFEST_FILE), "wb") as f:
             f.write(json.dumps(manifest).encode())
     return manifest
 
@@ -225,11 +234,11 @@ def read_weights(weights_manifest, base_path, flatten=False):
 def _strings(buffer, offset, shape):
     count = int(np.prod(shape))
     if count == 0:  # tensorflowjs moves past 4 bytes here although it writes none
-        return np.array([], "object").reshape(shape), offset + _STRING_LENGTH_BYTES
+        return np.array([], "object").reshape(shape), offset + STRING_LENGTH_BYTES
     values = []
     for _ in range(count):
-        length = int(np.frombuffer(buffer[offset:offset + _STRING_LENGTH_BYTES], "<u4")[0])
-        offset += _STRING_LENGTH_BYTES
+        length = int(np.frombuffer(buffer[offset:offset + STRING_LENGTH_BYTES], "<u4")[0])
+        offset += STRING_LENGTH_BYTES
         values.append(buffer[offset:offset + length])
         offset += length
     return np.array(values, "object").reshape(shape), offset
@@ -257,7 +266,7 @@ def decode_weights(weights_manifest, data_buffers, flatten=False):
             else:
                 dtype = np.dtype(weight["dtype"])
             shape = weight["shape"]
-            if dtype not in _READABLE:
+            if dtype not in READABLE:
                 raise NotImplementedError("Unsupported data type: %s" % dtype)
             if is_string:
                 value, offset = _strings(buffer, offset, shape)

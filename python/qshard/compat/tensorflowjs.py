@@ -66,8 +66,13 @@ import sys
 import threading
 from typing import Any, Dict, List, Tuple
 
-from .. import reference
-from ._quantization import dequantize_weights, map_layers_to_quantization_dtype, quantize_weights
+from qshard import reference
+
+from ._quantization import (
+    dequantize_weights,
+    map_layers_to_quantization_dtype,
+    quantize_weights,
+)
 from ._weights_io import decode_weights, read_weights, write_weights
 
 __all__ = ["quantize_weights", "dequantize_weights", "map_layers_to_quantization_dtype", "write_weights",

@@ -1,0 +1,45 @@
+"""The one dtype table: every dtype a tfjs web model stores, with what qshard needs to know of it.
+
+Weight dtypes are what a manifest entry's `dtype` may say; quantization dtypes are what its
+`quantization.dtype` may say (the stored form of a float32 weight). Every module reads its sizes,
+numpy types and code ranges from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DType:
+    """A tfjs dtype: bytes per element, the little-endian numpy dtype of its stored bytes, and for
+    the affine quantization dtypes the largest code."""
+
+    name: str
+    itemsize: Optional[int]        # None: strings (each element has its own length)
+    numpy: Optional[np.dtype]
+    weight: bool                   # may be a weight's dtype
+    quantization: bool = False     # may be a quantization dtype
+    qmax: Optional[int] = None     # uint8 / uint16: codes 0..qmax
+
+
+TABLE: Dict[str, DType] = {d.name: d for d in (
+    DType("float32", 4, np.dtype("<f4"), weight=True),
+    DType("int32", 4, np.dtype("<i4"), weight=True),
+    DType("bool", 1, np.dtype(np.bool_), weight=True),
+    DType("complex64", 8, np.dtype("<c8"), weight=True),
+    DType("string", None, None, weight=True),
+    DType("uint8", 1, np.dtype(np.uint8), weight=False, quantization=True, qmax=255),
+    DType("uint16", 2, np.dtype("<u2"), weight=False, quantization=True, qmax=65535),
+    DType("float16", 2, np.dtype("<f2"), weight=False, quantization=True),
+)}
+
+WEIGHT_ITEMSIZE: Dict[str, Optional[int]] = {n: d.itemsize for n, d in TABLE.items() if d.weight}
+QUANT_ITEMSIZE: Dict[str, int] = {n: d.itemsize for n, d in TABLE.items() if d.quantization}
+QUANT_DTYPES = tuple(QUANT_ITEMSIZE)                       # uint8, uint16, float16
+AFFINE_QMAX: Dict[str, int] = {n: d.qmax for n, d in TABLE.items() if d.qmax}
+STORED_NUMPY: Dict[str, np.dtype] = {n: d.numpy for n, d in TABLE.items() if d.numpy is not None}
+# Bytes per element of a float32 weight stored as each choice qshard offers (float32 = unquantized).
+STORED_ITEMSIZE: Dict[str, int] = {"float32": 4, **QUANT_ITEMSIZE}

@@ -1,0 +1,291 @@
+"""The writing pipeline shared by every converter: weights planned as items, written group by
+group into C++ shard writers in one pass, NaN/Inf tensors dropped to float32, and output folders
+that appear only when complete."""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import (
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
+
+import numpy as np
+
+from qshard import _core, dtypes
+from qshard.errors import OutputError, QshardError
+from qshard.formats import manifest as mf
+from qshard.formats import patterns
+from qshard.formats.shards import Scratch
+
+QMAX = dtypes.AFFINE_QMAX
+DEFAULT_SHARD_SIZE = 4 * 1024 * 1024  # what browsers cache, tensorflowjs's default
+Progress = Optional[Callable[[int, int], None]]
+
+
+def check_shard_size(shard_size) -> None:
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size <= 0:
+        raise QshardError(f"shard size must be a positive integer, got {shard_size!r}")
+
+
+def first_duplicate(names: Iterable[str]) -> Optional[str]:
+    seen = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
+@dataclass
+class Kept:
+    """A weight left as it was although a dtype was asked for it, and why."""
+
+    name: str
+    asked: str
+    reason: str
+
+
+@dataclass
+class QuantizeReport:
+    """What quantize_model did."""
+
+    out_dir: Path
+    weights: int
+    changed: Dict[str, str] = field(default_factory=dict)  # name -> new stored dtype
+    kept: List[Kept] = field(default_factory=list)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    unmatched_patterns: List[str] = field(default_factory=list)
+    _explicit: Set[str] = field(default_factory=set, repr=False)  # names a pattern (not a bare flag) matched
+
+    @classmethod
+    def plan(cls, names: List[str], out_dir, uint8, uint16, float16, keep) -> Tuple["QuantizeReport", Dict[str, str]]:
+        """An empty report for these weights and the dtype the patterns ask for each."""
+        report = cls(Path(out_dir), len(names),
+                     unmatched_patterns=patterns.unmatched(names, uint8, uint16, float16, keep),
+                     _explicit=patterns.explicitly_matched(names, uint8, uint16, float16))
+        return report, patterns.resolve(names, uint8, uint16, float16, keep)
+
+    def decide(self, name: str, dtype: str, asked: Optional[str], stored: Optional[str] = None) -> Optional[str]:
+        """The dtype to write a weight as (None: as it is), noted in the report: only float32
+        weights are quantized, and one already stored as asked is left alone."""
+        if not asked or asked == stored:
+            return None
+        if dtype != "float32":
+            if name in self._explicit:
+                self.kept.append(Kept(name, asked, f"is {dtype}; only float32 weights are quantized"))
+            return None
+        self.changed[name] = asked
+        return asked
+
+    def written(self, groups, kept: List[Kept]) -> None:
+        """Record what the writer did: weights dropped to float32, and the bytes written."""
+        for k in kept:
+            self.changed.pop(k.name, None)
+        self.kept.extend(kept)
+        self.bytes_out = sum(item.nbytes for row in groups for item in row)
+
+
+@dataclass
+class Item:
+    """One weight to write: where its values come from and how it will be stored."""
+
+    name: str
+    shape: Tuple[int, ...]
+    dtype: str                                    # tfjs dtype in the manifest
+    target: Optional[str] = None                  # uint8/uint16/float16, or None: bytes as they are
+    load: Optional[Callable[[Scratch], object]] = None  # stored bytes, whole (no target)
+    quantization: Optional[mf.Quantization] = None  # of stored bytes carried unchanged
+    stored_nbytes: int = 0                        # bytes if written unchanged
+    fallback: Optional[Callable[[Scratch], object]] = None  # stored float32 bytes if the target is refused
+    chunks: Optional[Callable[[Scratch], Iterable[np.ndarray]]] = None  # float32 values piece by piece
+    raw_chunks: Optional[Callable[[Scratch], Iterable[np.ndarray]]] = None  # stored bytes piece by piece
+
+    @property
+    def nbytes(self) -> int:
+        if self.target is None:
+            return self.stored_nbytes
+        return math.prod(self.shape) * (1 if self.target == "uint8" else 2)
+
+
+class Refused(Exception):
+    """A tensor its target cannot represent (NaN / Inf); the group is written again without it."""
+
+    def __init__(self, item: Item, reason: str):
+        super().__init__(reason)
+        self.item, self.reason = item, reason
+
+
+def whole(array: np.ndarray) -> Callable[[Scratch], Iterable[np.ndarray]]:
+    """A tensor already in memory as a source of float32 chunks: one chunk (none when empty)."""
+    def chunks(_: Scratch) -> Iterable[np.ndarray]:
+        x = np.require(array, np.float32, ["C_CONTIGUOUS", "ALIGNED"]).reshape(-1)
+        return (x,) if x.size else ()
+    return chunks
+
+
+def _merge_range(a: Tuple[float, float, bool], b: Tuple[float, float, bool]) -> Tuple[float, float, bool]:
+    """Combine two (lo, hi, has_nan) as one pass would: -0.0 orders below +0.0."""
+    def below(x, y):  # x < y in that order
+        return x < y or (x == y == 0 and np.signbit(x) and not np.signbit(y))
+    lo = b[0] if below(b[0], a[0]) else a[0]
+    hi = b[1] if below(a[1], b[1]) else a[1]
+    return lo, hi, a[2] or b[2]
+
+
+def _append_chunked(writer: "_core.ShardWriter", item: Item, scratch: Scratch, threads: int) -> mf.WeightSpec:
+    """Two passes over cache-sized chunks: min/max, then codes straight into the shard writer."""
+    rng = None
+    for chunk in item.chunks(scratch):
+        part = _core.minmax(chunk, "", 0)
+        rng = part if rng is None else _merge_range(rng, part)
+    lo, hi, has_nan = rng if rng is not None else (0.0, 0.0, False)
+    reason = ""
+    if has_nan:
+        reason = ("holds NaN (kept as float32 rather than a float16 NaN)" if item.target == "float16"
+                  else f"holds NaN, which {item.target} cannot represent")
+    elif item.target in QMAX and (np.isinf(lo) or np.isinf(hi)):
+        reason = f"holds Inf, which {item.target} cannot represent"
+    if reason:
+        raise Refused(item, reason)
+    if item.target == "float16":
+        for chunk in item.chunks(scratch):
+            writer.append_float16(chunk, "", threads)
+        return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization("float16", original_dtype="float32"))
+    qmax = QMAX[item.target]
+    if rng is None:
+        mn, scale = 0.0, 1.0
+    else:
+        mn, scale, mx = _core.affine_params(lo, hi, qmax)
+        for chunk in item.chunks(scratch):
+            writer.append_quantized(chunk, mn, scale, mx, qmax, False, "", threads)
+    return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization(item.target, mn, scale, "float32"))
+
+
+def _append(writer: "_core.ShardWriter", item: Item, scratch: Scratch, threads: int) -> mf.WeightSpec:
+    """Write one weight; raises Refused before writing a byte of a tensor its target cannot hold."""
+    if item.target is not None:
+        return _append_chunked(writer, item, scratch, threads)
+    if item.raw_chunks is not None:
+        for chunk in item.raw_chunks(scratch):
+            writer.append(chunk)
+    else:
+        data = item.load(scratch)
+        if isinstance(data, np.ndarray):
+            writer.append(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+        elif len(data):
+            writer.append(np.frombuffer(data, np.uint8))
+    return mf.WeightSpec(item.name, item.shape, item.dtype, item.quantization)
+
+
+def write_groups(out_dir: Path, groups: Sequence[Sequence[Item]], shard_size: int, threads: int,
+                  progress: Progress) -> Tuple[List[mf.Group], List[Kept]]:
+    """Write every group in one pass over its tensors. Sizes (and so shard names) are fixed from
+    the targets up front; a tensor that turns out to hold NaN/Inf is dropped to float32 and its
+    group written again (rare, and only that group)."""
+    kept: List[Kept] = []
+    scratch = Scratch()
+    total = sum(item.nbytes for group in groups for item in group)
+    done_before = 0
+    result = []
+    for gi, group in enumerate(groups):
+        while True:
+            writer = _core.ShardWriter(str(out_dir), gi + 1, sum(item.nbytes for item in group), shard_size)
+            done = done_before
+            try:
+                specs = []
+                for item in group:
+                    specs.append(_append(writer, item, scratch, threads))
+                    done += item.nbytes
+                    if progress:
+                        progress(done, total)
+                writer.finish()
+                break
+            except BaseException as error:
+                writer.abort()  # no background write may land after the caller cleans up
+                if not isinstance(error, Refused):
+                    raise
+                refused = error
+                for name in writer.names:
+                    (out_dir / name).unlink(missing_ok=True)
+                item = refused.item
+                kept.append(Kept(item.name, item.target, refused.reason))
+                total += item.stored_nbytes - item.nbytes
+                item.target = None
+                if item.raw_chunks is None:
+                    item.load = item.fallback
+        done_before = done
+        result.append(mf.Group(tuple(writer.names), tuple(specs)))
+    return result, kept
+
+
+def write_file_atomically(path: Union[str, os.PathLike], data: bytes) -> Path:
+    """Write data to path through a temporary file beside it: the file appears whole or not at all."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+@contextmanager
+def atomic_folder(out_dir: Union[str, os.PathLike], force: bool = False) -> Iterator[Path]:
+    """A temporary folder beside out_dir that becomes out_dir only if the block completes."""
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise OutputError(f"{out}: already exists (use --force / force=True to replace it)")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder")
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.qshard-", dir=parent))
+    except OSError as error:
+        raise OutputError(f"{out}: cannot create the output folder: {error.strerror or error}") from None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if force and out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.qshard-old-", dir=parent))
+            os.replace(out, old / "previous")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            # rename(2) refuses to replace a non-empty folder, so if another process created OUT
+            # while this one was converting, its output stays and this one reports it.
+            try:
+                os.rename(tmp, out)
+            except OSError as error:
+                if out.exists():
+                    raise OutputError(f"{out}: was created by another process while converting; "
+                                      f"left as it is (use --force to replace it)") from None
+                raise OutputError(f"{out}: cannot move the finished output into place: "
+                                  f"{error.strerror or error}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+

@@ -1,0 +1,75 @@
+"""Keras models to TensorFlow.js layers models that stock tfjs-layers 4.22 loads.
+
+Keras 3 (`tf.keras` since TensorFlow 2.16) writes configs that tfjs-layers cannot read (`batch_shape`,
+DTypePolicy objects, a new node format), and the official converter passes them through, so the
+result fails in `tf.loadLayersModel`. qshard translates the topology into the Keras 2 form that
+tfjs-layers reads, names the weights as tfjs-layers builds them, and writes them through its own
+shard writer (quantized per the patterns, as `qshard quantize` does).
+
+The translation is strict: every option of every layer is either translated, checked to have the
+value that tfjs-layers computes with, or is one that cannot change a prediction (initializers,
+regularizers, constraints, trainable). Anything else is an error naming the layer and the option,
+never a model that loads and computes something else.
+
+Sources: a Keras 3 model object or `.keras` file (needs the `keras` package; `qshard[keras]`), and a
+tf_keras / Keras 2 `.h5` model file (read with h5py; no TensorFlow needed) or model object.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional, Union
+
+from qshard import __version__
+from qshard.errors import ConversionError
+from qshard.formats import manifest as mf
+from qshard.formats.writer import (
+    DEFAULT_SHARD_SIZE,
+    atomic_folder,
+    check_shard_size,
+    first_duplicate,
+)
+from qshard.keras.load import load_model_parts
+
+
+def save_web_model(model, out_dir: Union[str, os.PathLike], *, uint8=None, uint16=None, float16=None, keep=None,
+                   shard_size: int = DEFAULT_SHARD_SIZE, force: bool = False, threads: Optional[int] = None,
+                   progress=None, targets: Optional[Dict[str, str]] = None):
+    """Write a Keras model (object, .keras or .h5 path) as a tfjs layers model into out_dir:
+    model.json (Keras-2-style topology) + shards, weights quantized per the patterns (fnmatch over
+    the tfjs weight names, e.g. 'dense/*'), or per `targets` (tfjs name -> dtype) when given.
+    Returns a qshard.tfjs.QuantizeReport."""
+    from qshard.formats.webmodel import QuantizeReport, write_weights
+    check_shard_size(shard_size)
+    topology, weights, generated_by = load_model_parts(model)
+    names = [n for n, _ in weights]
+    dup = first_duplicate(names)
+    if dup is not None:
+        raise ConversionError(f"two weights would both be named {dup!r} in the web model")
+    if targets is not None:
+        unknown = sorted(set(targets) - set(names))
+        if unknown:
+            raise ConversionError(f"targets name weights the model does not have: {', '.join(unknown[:5])}")
+        report, _ = QuantizeReport.plan(names, out_dir, None, None, None, None)
+        targets = {n: d for n, d in targets.items() if d != "float32"}
+    else:
+        report, targets = QuantizeReport.plan(names, out_dir, uint8, uint16, float16, keep)
+    report.bytes_in = sum(a.nbytes for _, a in weights)
+    for name, array in weights:
+        dtype = "float32" if array.dtype.kind == "f" else str(array.dtype)
+        if report.decide(name, dtype, targets.get(name)) is None:
+            targets.pop(name, None)
+    kept: list = []
+    with atomic_folder(out_dir, force) as tmp:
+        manifest = write_weights([weights], tmp, shard_size=shard_size, targets=targets, write_manifest=False,
+                                 threads=threads, progress=progress, kept=kept)
+        for k in kept:
+            report.changed.pop(k.name, None)
+        report.kept.extend(kept)
+        report.bytes_out = sum(os.path.getsize(tmp / p) for g in manifest for p in g["paths"])
+        doc = {"format": "layers-model", "generatedBy": generated_by, "convertedBy": f"qshard {__version__}",
+               "modelTopology": topology, "weightsManifest": manifest}
+        (tmp / mf.MODEL_NAME).write_bytes(mf.dumps(doc).encode())
+    return report
+
+
+convert = save_web_model

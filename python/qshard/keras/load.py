@@ -1,0 +1,146 @@
+"""Keras models from objects, .keras files and tf_keras .h5 files: topology, weights, version."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Tuple, Union
+
+import numpy as np
+
+from qshard.errors import ConversionError
+from qshard.keras.rules import KERAS2_VERSION, WEIGHT_RENAMES
+from qshard.keras.topology import translate_topology
+
+
+def keras_variables(model) -> List[Tuple[str, Any]]:
+    """[(tfjs weight name, Keras variable)] of a Keras 3 model, in the order the web model stores
+    them (layer by layer): '<layer>/<variable path below the layer>', renamed where tfjs-layers
+    names a weight differently (DepthwiseConv2D's kernel is its depthwise_kernel)."""
+    out = []
+    for layer in model.layers:
+        rename = WEIGHT_RENAMES.get(type(layer).__name__, {})
+        for w in layer.weights:
+            parts = w.path.split("/")
+            at = [i for i, part in enumerate(parts[:-1]) if part == layer.name]
+            rel = parts[at[-1] + 1:] if at else [w.name]
+            if len(rel) == 1:
+                rel[0] = rename.get(rel[0], rel[0])
+            out.append(("/".join([layer.name] + rel), w))
+    return out
+
+
+def keras3_weights(model) -> List[Tuple[str, np.ndarray]]:
+    return [(name, np.asarray(w.numpy())) for name, w in keras_variables(model)]
+
+
+def _is_keras3(model) -> bool:
+    import sys
+    keras = sys.modules.get("keras")  # a Keras 3 model object means keras is already imported
+    return keras is not None and keras.__version__.startswith("3.") and isinstance(model, keras.Model)
+
+
+def _from_keras3(model) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], str]:
+    import keras
+    kinds = [c.__name__ for c in type(model).__mro__]
+    if "Sequential" in kinds:
+        class_name = "Sequential"
+    elif kinds[0] == "Functional":
+        class_name = "Functional"
+    else:
+        raise ConversionError(f"{type(model).__name__}: a subclassed Keras model has no layer graph to convert; "
+                              f"use a Sequential or Functional model")
+    config = model.get_config()
+    topology = translate_topology(config, class_name, KERAS2_VERSION, keras.config.backend())
+    return topology, keras3_weights(model), f"keras v{keras.__version__}"
+
+
+def weight_name(raw: str) -> str:
+    return re.sub(r":\d+$", "", raw)
+
+
+def _from_keras2_object(model) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], str]:
+    doc = json.loads(model.to_json())
+    topology = translate_topology(doc["config"], doc["class_name"], doc.get("keras_version", KERAS2_VERSION))
+    weights = [(weight_name(w.name), np.asarray(w.numpy())) for layer in model.layers for w in layer.weights]
+    return topology, weights, f"keras v{doc.get('keras_version', '?')}"
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _from_h5(path: Path) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], str]:
+    """A Keras 2 / tf_keras whole-model .h5: topology from the model_config attribute, weights from
+    model_weights in the order of layer_names / weight_names (as tensorflowjs reads them)."""
+    try:
+        import h5py
+    except ImportError:
+        raise ConversionError('reading .h5 models needs h5py: pip install "qshard[h5]"') from None
+    try:
+        f = h5py.File(path, "r")
+    except OSError as error:
+        raise ConversionError(f"{path}: not an HDF5 file ({error})") from None
+    with f:
+        if "model_config" not in f.attrs:
+            raise ConversionError(f"{path}: an HDF5 file without a model_config (weights only?): save the whole "
+                                  f"model with model.save('model.h5')")
+        try:
+            doc = json.loads(_text(f.attrs["model_config"]))
+        except ValueError as error:
+            raise ConversionError(f"{path}: model_config is not JSON ({error})") from None
+        version = _text(f.attrs.get("keras_version", KERAS2_VERSION))
+        backend = _text(f.attrs.get("backend", "tensorflow"))
+        try:
+            topology = translate_topology(doc["config"], doc["class_name"], version, backend)
+        except ConversionError as error:
+            raise ConversionError(f"{path}: {error}") from None
+        group = f["model_weights"] if "model_weights" in f else f
+        weights = []
+        for lname in group.attrs.get("layer_names", []):
+            lgroup = group[_text(lname)]
+            for wname in lgroup.attrs.get("weight_names", []):
+                wname = _text(wname)
+                weights.append((weight_name(wname), np.asarray(lgroup[wname])))
+    return topology, weights, f"keras v{version}"
+
+
+def load_keras_file(path: Union[str, os.PathLike], missing_keras: str = "loading a .keras file needs Keras 3: "
+                                                                         "pip install tensorflow"):
+    """A Keras 3 model from a .keras file (compile=False), or a ConversionError naming the file."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ConversionError(f"{path}: expected a Keras 3 .keras file")
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file")
+    try:
+        import keras
+    except ImportError:
+        raise ConversionError(missing_keras) from None
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many kinds for a bad file
+        raise ConversionError(f"{path}: Keras could not load it: {type(error).__name__}: {error}") from None
+
+
+def load_model_parts(source) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], str]:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise ConversionError(f"{path}: no such file")
+        if path.suffix in (".h5", ".hdf5"):
+            return _from_h5(path)
+        if path.suffix != ".keras":
+            raise ConversionError(f"{path}: expected a Keras 3 .keras file or a Keras 2 / tf_keras .h5 model")
+        model = load_keras_file(path, 'converting .keras files needs Keras 3: pip install "qshard[keras]" '
+                                      '(keras with a backend such as tensorflow)')
+        try:
+            return _from_keras3(model)
+        except ConversionError as error:
+            raise ConversionError(f"{path}: {error}") from None
+    if _is_keras3(source):
+        return _from_keras3(source)
+    if hasattr(source, "to_json") and hasattr(source, "layers"):
+        return _from_keras2_object(source)
+    raise ConversionError(f"cannot convert a {type(source).__name__}: give a Keras model, a .keras or an .h5 file")
