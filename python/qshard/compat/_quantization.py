@@ -74,9 +74,18 @@ def _restore(result: np.ndarray, data: np.ndarray, transposed: bool) -> np.ndarr
     return result if result.shape == data.shape else result.reshape(data.shape)
 
 
-def _affine_with_numpy(data, quantization_dtype):
-    """tensorflowjs's affine quantization, computed with numpy in float64 as it computes it: used
-    for data the kernels do not take (int32, other dtypes, NaN/Inf, empty, non-ndarray)."""
+# Under numpy 1.x, tensorflowjs's per-element math on float32 data runs in float32: numpy 1's
+# value-based casting turns the float64 min / max / scale scalars into float32 before clip, the
+# subtraction and the division (the metadata it returns stays float64). Codes then differ from the
+# float64 arithmetic of numpy >= 2 by a step in rare cases (tests/data/golden has both).
+NUMPY_ARITHMETIC = "float64" if int(np.__version__.split(".")[0]) >= 2 else "float32"
+ARITHMETICS = ("float64", "float32")
+
+
+def _affine_with_numpy(data, quantization_dtype, arithmetic: str = "float64"):
+    """tensorflowjs's affine quantization, computed with numpy as it computes it: used for data
+    the kernels do not take (int32, other dtypes, NaN/Inf, empty, non-ndarray) and for the float32
+    arithmetic of tensorflowjs under numpy 1.x."""
     lo = data.min().astype(np.float64)
     hi = data.max().astype(np.float64)
     if lo == hi:
@@ -87,16 +96,24 @@ def _affine_with_numpy(data, quantization_dtype):
         zero_code = np.round((0 - lo) / scale)
         lo = -zero_code * scale
         hi = qmax * scale + lo
-    codes = np.round((data.clip(lo, hi) - lo) / scale).astype(quantization_dtype)
+    if arithmetic == "float32" and data.dtype == np.float32:
+        lo32, hi32, scale32 = np.float32(lo), np.float32(hi), np.float32(scale)
+        codes = np.round((data.clip(lo32, hi32) - lo32) / scale32).astype(quantization_dtype)
+    else:
+        codes = np.round((data.clip(lo, hi) - lo) / scale).astype(quantization_dtype)
     return codes, {"min": lo, "scale": scale}
 
 
-def quantize_weights(data, quantization_dtype):
+def quantize_weights(data, quantization_dtype, *, arithmetic: str = NUMPY_ARITHMETIC):
     """tensorflowjs.quantization.quantize_weights: (codes, {'min', 'scale'}) for np.uint8 /
-    np.uint16, (float16 array, {}) for np.float16; ValueError for any other dtype."""
+    np.uint16, (float16 array, {}) for np.float16; ValueError for any other dtype. `arithmetic`:
+    'float64' (tensorflowjs under numpy >= 2) or 'float32' (under numpy 1.x); default: as
+    tensorflowjs would compute with the numpy installed here."""
+    if arithmetic not in ARITHMETICS:
+        raise ValueError(f"arithmetic must be one of {', '.join(ARITHMETICS)}, got {arithmetic!r}")
     if quantization_dtype in _AFFINE_TYPES:
-        if not (_is_plain(data, np.float32) and data.size):
-            return _affine_with_numpy(data, quantization_dtype)
+        if not (_is_plain(data, np.float32) and data.size) or arithmetic == "float32":
+            return _affine_with_numpy(data, quantization_dtype, arithmetic)
         name = "uint8" if np.iinfo(quantization_dtype).max == 255 else "uint16"
         source, transposed = _layout(data)
         try:

@@ -36,8 +36,10 @@ Deliberate deviations:
 - quantize_weights on float32 data holding NaN/Inf returns what tensorflowjs returns (computed by
   numpy, slowly, with a RuntimeWarning that the codes are meaningless) instead of raising as
   qshard.quantize does; an empty array raises numpy's ValueError for uint8/uint16, as in tensorflowjs.
-- The arithmetic is that of tensorflowjs under numpy >= 2 (float64). Under numpy 1.x
-  tensorflowjs itself computes float32 data partly in float32 and can differ by one code.
+- quantize_weights computes as tensorflowjs does with the numpy installed here: float64 per
+  element under numpy >= 2, float32 under numpy 1.x (where tensorflowjs's codes can differ by a
+  step); `arithmetic="float64"|"float32"` picks one explicitly. write_weights always uses the
+  float64 arithmetic of numpy >= 2 (qshard's writer). Both are pinned by tests/data/golden.
 - When write_weights rejects its input (bad dtype, empty tensor to quantize, conflicting
   patterns, ...) it raises the same exception, but before writing any file; tensorflowjs has
   written the shards of the groups before the failing one by then. Only local paths are
