@@ -20,19 +20,12 @@ import pytest
 from qshard import cli
 
 from qshard import tfjs
-from conftest import require
 from qshard import keras as qk
 from qshard.errors import ConversionError
 from qshard.keras.load import keras3_weights, weight_name
-from support.keras import import_keras, write_input
-from support.node import run_batched, run_node
-
-
-@pytest.fixture(scope="module")
-def keras():
-    module, problem = import_keras()
-    require(problem, "QSHARD_REQUIRE_KERAS", "THE KERAS TESTS")
-    return module
+from support.keras import (VARIANTS, convert_and_run, js_output, model_input, randomize, set_weights,
+                           tfjs_matches_keras, write_input)
+from support.node import run_node
 
 
 # --------------------------------------------------------------------------------------------------
@@ -87,58 +80,12 @@ def _models(keras):
     }
 
 
-def _randomize(model, seed):
-    """Weights drawn from a fixed seed (BatchNorm variances positive) so outputs are non-trivial."""
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        shape = tuple(w.shape)
-        if w.path.endswith("moving_variance"):
-            value = rng.uniform(0.5, 1.5, shape)
-        elif w.path.endswith("gamma"):
-            value = rng.uniform(0.8, 1.2, shape)
-        else:
-            fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 4
-            value = rng.standard_normal(shape) * np.sqrt(2.0 / max(fan_in, 1))
-        w.assign(value.astype(np.float32))
-
-
-def _input(shape, dtype, seed):
-    rng = np.random.default_rng(seed)
-    if dtype == "int32":
-        return rng.integers(0, 50, shape).astype(np.int32)
-    return rng.standard_normal(shape).astype(np.float32)
-
-
-def _js_output(path):
-    js = json.loads(path.read_text())
-    assert js["tfjs"] == "4.22.0" and js["backend"] == "cpu"
-    return np.frombuffer(bytes.fromhex(js["hex"]), "<f4").reshape(js["shape"]), js
-
-
-VARIANTS = {"float32": {}, "uint8": {"uint8": True}, "float16": {"float16": True}}
-
-
 @pytest.fixture(scope="module")
 def converted(keras, node, tmp_path_factory):
     """Every model in every variant, written, then run by tfjs in one Node process."""
     root = tmp_path_factory.mktemp("keras")
-    built, jobs = {}, {}
-    for seed, (name, (model, shape, dtype)) in enumerate(_models(keras).items()):
-        _randomize(model, seed)
-        x = _input(shape, dtype, 100 + seed)
-        write_input(root / f"{name}.in.json", x)
-        for variant, how in VARIANTS.items():
-            key = f"{name}-{variant}"
-            qk.save_web_model(model, root / key, shard_size=4096, **how)
-            jobs[key] = [root / key, root / f"{name}.in.json", root / f"{key}.out.json"]
-        built[name] = (model, x)
-    errors = run_batched(node, "load_layers_model.js", jobs)
+    built, errors = convert_and_run(node, root, _models(keras))
     return root, built, errors
-
-
-def _set_weights(model, values):
-    for name, variable in qk.keras_variables(model):
-        variable.assign(values[name])
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -147,33 +94,7 @@ def test_tfjs_predicts_what_keras_predicts(converted, name, variant):
     root, built, errors = converted
     key = f"{name}-{variant}"
     assert not errors[key], f"{key}: tfjs could not load or run the converted model:\n{errors[key]}"
-    model, x = built[name]
-    got, js = _js_output(root / f"{key}.out.json")
-    original = [v.numpy().copy() for v in model.weights]
-    try:
-        float_out = np.asarray(model.predict(x, verbose=0))
-        dequantized = tfjs.read_weights(root / key)
-        # Strict loading placed every weight and had none spare; tfjs-layers drops the RNN cell's
-        # name ('lstm/lstm_cell/kernel' is its 'lstm/kernel'), as for models from tf_keras.
-        built_names = {w["name"] for w in js["weights"]}
-        assert {n if n in built_names else "/".join(n.split("/")[:-2] + n.split("/")[-1:])
-                for n in dequantized} == built_names
-        _set_weights(model, dequantized)
-        want = np.asarray(model.predict(x, verbose=0))
-    finally:
-        for v, a in zip(model.weights, original):
-            v.assign(a)
-    scale = np.abs(want).max()
-    assert got.shape == want.shape and scale > 1e-3
-    err = np.abs(got - want).max()
-    assert err <= 1e-5 * scale, f"{key}: tfjs vs Keras with the same weights: {err:.3g} (scale {scale:.3g})"
-    change = np.abs(got - float_out).max() / np.abs(float_out).max()
-    if variant == "float32":
-        assert change <= 1e-5
-    else:
-        specs = {s.stored_dtype for s in tfjs.WebModel(root / key).specs}
-        assert variant in specs
-        assert 0 < change < (0.1 if variant == "uint8" else 0.01), f"{key}: relative change {change:.3g}"
+    tfjs_matches_keras(root, key, *built[name], variant)
 
 
 def test_weights_are_named_as_tfjs_layers_builds_them(converted):
@@ -217,31 +138,21 @@ def test_weights_are_the_bytes_tensorflowjs_writes(converted, tfjs_quantization,
 
 def test_convert_command_on_a_keras_file(keras, node, tmp_path, capsys):
     model, shape, dtype = _models(keras)["mobilenet"]
-    _randomize(model, 9)
+    randomize(model, 9)
     model.save(tmp_path / "m.keras")
     out = tmp_path / "web"
     assert cli.main(["convert", str(tmp_path / "m.keras"), str(out), "--uint8", "--keep", "classifier/*"]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     stored = {s.name: s.stored_dtype for s in tfjs.WebModel(out).specs}
     assert stored["classifier/kernel"] == "float32" and stored["stem/kernel"] == "uint8"
-    x = _input(shape, dtype, 3)
+    x = model_input(shape, dtype, 3)
     write_input(tmp_path / "in.json", x)
     error = run_node(node, "load_layers_model.js", [out, tmp_path / "in.json", tmp_path / "out.json"])
     assert not error, error
-    got, _ = _js_output(tmp_path / "out.json")
-    _set_weights(model, tfjs.read_weights(out))
+    got, _ = js_output(tmp_path / "out.json")
+    set_weights(model, tfjs.read_weights(out))
     want = np.asarray(model.predict(x, verbose=0))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
-
-
-@pytest.fixture(scope="module")
-def tf_keras(keras):
-    try:
-        import tf_keras
-    except ImportError as error:
-        require(f"tf_keras is missing ({error}): pip install tf_keras", "QSHARD_REQUIRE_KERAS",
-                "THE tf_keras .h5 TEST")
-    return tf_keras
 
 
 def test_tf_keras_h5_model(tf_keras, node, tmp_path):
@@ -265,7 +176,7 @@ def test_tf_keras_h5_model(tf_keras, node, tmp_path):
         qk.save_web_model(tmp_path / "m.h5", out, **how)
         error = run_node(node, "load_layers_model.js", [out, tmp_path / "in.json", tmp_path / f"{variant}.json"])
         assert not error, f"{variant}: {error}"
-        got, _ = _js_output(tmp_path / f"{variant}.json")
+        got, _ = js_output(tmp_path / f"{variant}.json")
         values = tfjs.read_weights(out)
         model.set_weights([values[weight_name(w.name)] for w in model.weights])
         expected = model.predict(x_in, verbose=0)
@@ -296,17 +207,17 @@ def _unsupported(keras):
                             r"layer 'gru' \(GRU\): option reset_after=True is not supported"),
         "causal": (lambda: keras.Sequential([keras.Input((8, 2)), L.Conv1D(2, 3, padding="causal", name="c")]),
                    r"layer 'c' \(Conv1D\): option padding='causal' is not supported"),
-        "leaky": (lambda: keras.Sequential([keras.Input((3,)), L.ReLU(negative_slope=0.1, name="r")]),
+        "leaky": (lambda: keras.Sequential([keras.Input((3,)), L.ReLU(max_value=6.0, negative_slope=0.1, name="r")]),
                   r"layer 'r' \(ReLU\): option negative_slope=0.1"),
-        "hard_sigmoid": (lambda: keras.Sequential([keras.Input((3,)), L.Dense(2, activation="hard_sigmoid",
-                                                                              name="d")]),
-                         r"layer 'd' \(Dense\): option activation='hard_sigmoid'"),
+        "exponential": (lambda: keras.Sequential([keras.Input((3,)), L.Dense(2, activation="exponential",
+                                                                             name="d")]),
+                        r"layer 'd' \(Dense\): option activation='exponential'"),
         "rms": (lambda: keras.Sequential([keras.Input((3,)), L.LayerNormalization(rms_scaling=True, name="n")]),
                 r"layer 'n' \(LayerNormalization\): option rms_scaling=True"),
     }
 
 
-@pytest.mark.parametrize("case", ["conv3d", "gru_reset_after", "causal", "leaky", "hard_sigmoid", "rms"])
+@pytest.mark.parametrize("case", ["conv3d", "gru_reset_after", "causal", "leaky", "exponential", "rms"])
 def test_unsupported_layers_and_options_are_refused(keras, tmp_path, case, capsys):
     build, message = _unsupported(keras)[case]
     model = build()

@@ -5,11 +5,12 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from qshard.errors import ConversionError
+from qshard.keras.expand import check_weight
 from qshard.keras.rules import KERAS2_VERSION, WEIGHT_RENAMES
 from qshard.keras.topology import translate_topology
 
@@ -17,7 +18,8 @@ from qshard.keras.topology import translate_topology
 def keras_variables(model) -> List[Tuple[str, Any]]:
     """[(tfjs weight name, Keras variable)] of a Keras 3 model, in the order the web model stores
     them (layer by layer): '<layer>/<variable path below the layer>', renamed where tfjs-layers
-    names a weight differently (DepthwiseConv2D's kernel is its depthwise_kernel)."""
+    names a weight differently (DepthwiseConv2D's kernel is its depthwise_kernel); variables tfjs
+    has no place for (a Normalization's sample count) are left out."""
     out = []
     for layer in model.layers:
         rename = WEIGHT_RENAMES.get(type(layer).__name__, {})
@@ -25,14 +27,20 @@ def keras_variables(model) -> List[Tuple[str, Any]]:
             parts = w.path.split("/")
             at = [i for i, part in enumerate(parts[:-1]) if part == layer.name]
             rel = parts[at[-1] + 1:] if at else [w.name]
-            if len(rel) == 1:
-                rel[0] = rename.get(rel[0], rel[0])
+            if len(rel) == 1 and rel[0] in rename:
+                if rename[rel[0]] is None:
+                    continue
+                rel[0] = rename[rel[0]]
             out.append(("/".join([layer.name] + rel), w))
     return out
 
 
 def keras3_weights(model) -> List[Tuple[str, np.ndarray]]:
-    return [(name, np.asarray(w.numpy())) for name, w in keras_variables(model)]
+    classes = {layer.name: type(layer).__name__ for layer in model.layers}
+    out = [(name, np.asarray(w.numpy())) for name, w in keras_variables(model)]
+    for name, array in out:
+        check_weight(classes.get(name.split("/")[0], ""), name, array)
+    return out
 
 
 def _is_keras3(model) -> bool:
@@ -52,7 +60,7 @@ def _from_keras3(model) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], s
         raise ConversionError(f"{type(model).__name__}: a subclassed Keras model has no layer graph to convert; "
                               f"use a Sequential or Functional model")
     config = model.get_config()
-    topology = translate_topology(config, class_name, KERAS2_VERSION, keras.config.backend())
+    topology = translate_topology(config, class_name, KERAS2_VERSION, keras.config.backend(), keras2=False)
     return topology, keras3_weights(model), f"keras v{keras.__version__}"
 
 
@@ -60,10 +68,25 @@ def weight_name(raw: str) -> str:
     return re.sub(r":\d+$", "", raw)
 
 
+def tfjs_weight_name(cls: str, name: str) -> Optional[str]:
+    """A Keras 2 weight name ('layer/variance') as tfjs-layers names it, or None if not written."""
+    layer, _, rest = name.rpartition("/")
+    rename = WEIGHT_RENAMES.get(cls, {})
+    if rest not in rename:
+        return name
+    return None if rename[rest] is None else f"{layer}/{rename[rest]}"
+
+
 def _from_keras2_object(model) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], str]:
     doc = json.loads(model.to_json())
     topology = translate_topology(doc["config"], doc["class_name"], doc.get("keras_version", KERAS2_VERSION))
-    weights = [(weight_name(w.name), np.asarray(w.numpy())) for layer in model.layers for w in layer.weights]
+    weights = []
+    for layer in model.layers:
+        for w in layer.weights:
+            name = tfjs_weight_name(type(layer).__name__, weight_name(w.name))
+            if name is not None:
+                weights.append((name, np.asarray(w.numpy())))
+                check_weight(type(layer).__name__, name, weights[-1][1])
     return topology, weights, f"keras v{doc.get('keras_version', '?')}"
 
 
@@ -97,12 +120,17 @@ def _from_h5(path: Path) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], 
         except ConversionError as error:
             raise ConversionError(f"{path}: {error}") from None
         group = f["model_weights"] if "model_weights" in f else f
+        classes = {layer["config"].get("name"): layer["class_name"] for layer in doc["config"].get("layers", [])}
         weights = []
         for lname in group.attrs.get("layer_names", []):
             lgroup = group[_text(lname)]
             for wname in lgroup.attrs.get("weight_names", []):
                 wname = _text(wname)
-                weights.append((weight_name(wname), np.asarray(lgroup[wname])))
+                name = tfjs_weight_name(classes.get(_text(lname), ""), weight_name(wname))
+                if name is not None:
+                    array = np.asarray(lgroup[wname])
+                    check_weight(classes.get(_text(lname), ""), name, array)
+                    weights.append((name, array))
     return topology, weights, f"keras v{version}"
 
 
