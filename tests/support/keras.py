@@ -46,6 +46,17 @@ def randomize(model, seed):
                 fan_in = int(np.prod(shape[:2]))
             value = rng.standard_normal(shape) * np.sqrt(2.0 / max(fan_in, 1))
         w.assign(value.astype(np.float32))
+    finalize(model)
+
+
+def finalize(model):
+    """After assigning variables: layers that compute with values derived from their weights
+    (Normalization's mean and variance) derive them again, as loading a model does, and predict
+    traces anew (a traced predict holds those values as constants)."""
+    for layer in model.layers:
+        if hasattr(layer, "finalize_state"):
+            layer.finalize_state()
+    model.predict_function = None
 
 
 def model_input(shape, dtype, seed, scale=1.0):
@@ -73,6 +84,7 @@ def set_weights(model, values):
     from qshard.keras import keras_variables
     for name, variable in keras_variables(model):
         variable.assign(values[name])
+    finalize(model)
 
 
 def convert_and_run(node, root, models, variants=VARIANTS, seed=0):
@@ -103,7 +115,7 @@ def tfjs_matches_keras(root, key, model, x, variant, tolerance=1e-5):
     got, js = js_output(root / f"{key}.out.json")
     original = [v.numpy().copy() for v in model.weights]
     try:
-        float_out = np.asarray(model.predict(x, verbose=0))
+        float_out = np.asarray(model(x, training=False))  # eager: no traced copy of derived values
         dequantized = tfjs.read_weights(root / key)
         # tfjs-layers drops the RNN cell's name ('lstm/lstm_cell/kernel' is its 'lstm/kernel'), as
         # for models from tf_keras.
@@ -111,10 +123,11 @@ def tfjs_matches_keras(root, key, model, x, variant, tolerance=1e-5):
         assert {n if n in built_names else "/".join(n.split("/")[:-2] + n.split("/")[-1:])
                 for n in dequantized} == built_names
         set_weights(model, dequantized)
-        want = np.asarray(model.predict(x, verbose=0))
+        want = np.asarray(model(x, training=False))
     finally:
         for v, a in zip(model.weights, original):
             v.assign(a)
+        finalize(model)
     scale = np.abs(want).max()
     assert got.shape == want.shape and scale > 1e-3
     err = np.abs(got - want).max()

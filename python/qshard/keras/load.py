@@ -49,6 +49,22 @@ def _is_keras3(model) -> bool:
     return keras is not None and keras.__version__.startswith("3.") and isinstance(model, keras.Model)
 
 
+def _with_input_shapes(config: Dict[str, Any], model) -> Dict[str, Any]:
+    """The config with each layer's input shape where Keras wrote none (weightless layers of a
+    Sequential model): some rewrites need a channel count."""
+    shapes = {}
+    for layer in model.layers:
+        try:
+            shapes[layer.name] = tuple(layer.input.shape)
+        except (AttributeError, ValueError):  # a layer called several times, or never
+            continue
+    for entry in config.get("layers", []):
+        name = entry.get("name") or entry.get("config", {}).get("name")
+        if "build_config" not in entry and name in shapes:
+            entry["build_config"] = {"input_shape": shapes[name]}
+    return config
+
+
 def _from_keras3(model) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], str]:
     import keras
     kinds = [c.__name__ for c in type(model).__mro__]
@@ -59,7 +75,7 @@ def _from_keras3(model) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], s
     else:
         raise ConversionError(f"{type(model).__name__}: a subclassed Keras model has no layer graph to convert; "
                               f"use a Sequential or Functional model")
-    config = model.get_config()
+    config = _with_input_shapes(model.get_config(), model)
     topology = translate_topology(config, class_name, KERAS2_VERSION, keras.config.backend(), keras2=False)
     return topology, keras3_weights(model), f"keras v{keras.__version__}"
 
