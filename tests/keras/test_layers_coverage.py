@@ -42,7 +42,7 @@ def _models(keras):
 
     img = keras.Input((6, 6, 3))
     x = L.Rescaling(1 / 255.0)(img)
-    x = L.Rescaling([0.5, 1.0, 2.0], offset=[0.1, 0.0, -0.1])(x)
+    x = L.Rescaling(np.array([0.5, 1.0, 2.0], np.float32), offset=[0.1, 0.0, -0.1])(x)  # numpy: per channel
     x = L.Normalization(axis=-1)(x)  # adapted statistics: weights
     x = L.Normalization(mean=[0.1, -0.2, 0.3], variance=[0.5, 2.0, 1.5])(x)
     x = L.Conv2D(8, 3, padding="same", activation="hard_silu")(x)
@@ -108,7 +108,8 @@ def test_tf_keras_h5_layers(tf_keras, node, tmp_path):
     a = L.Dense(6, activation="hard_sigmoid")(x)
     b = L.LeakyReLU(alpha=0.1)(L.Dense(6)(x))
     x = L.ThresholdedReLU(theta=0.3)(L.Subtract()([b, a]))
-    model = tf_keras.Model(inp, L.Dense(3)(L.Concatenate()([x, a])))
+    t = L.Flatten()(L.Conv2DTranspose(2, (2, 1), strides=(2, 1))(L.Reshape((7, 1, 1))(inp)))
+    model = tf_keras.Model(inp, L.Dense(3)(L.Concatenate()([x, a, t])))
     rng = np.random.default_rng(7)
     model.set_weights([rng.uniform(0.5, 1.5, w.shape) if "variance" in w.name else
                        np.asarray(20, np.int64) if "count" in w.name else rng.standard_normal(w.shape)
@@ -224,12 +225,15 @@ def _refused(keras):
         "exp": (exp, r"\(operation Exp\): this Keras operation is not converted"),
         "divide_tensors": (two_inputs(lambda a, b: a / b), r"dividing two tensors is not in tfjs-layers"),
         "gru": (seq(L.GRU(4, name="gru"), shape=(5, 3)), r"layer 'gru' \(GRU\): option reset_after=True"),
+        "cell_activation": (seq(L.LSTM(4, activation="hard_silu", name="lstm"), shape=(5, 3)),
+                            r"layer 'lstm' \(LSTM\): option activation='hard_silu'"),
         "training": (training, r"layer 'drop' \(Dropout\): called with training=True"),
     }
 
 
 @pytest.mark.parametrize("case", ["bilinear", "dilated_transpose", "output_padding", "elu_alpha", "softmax_axis",
-                                  "invert", "zero_padding_1d", "exp", "divide_tensors", "gru", "training"])
+                                  "invert", "zero_padding_1d", "exp", "divide_tensors", "gru", "cell_activation",
+                                  "training"])
 def test_what_tfjs_layers_cannot_compute_is_refused(keras, tmp_path, case):
     build, message = _refused(keras)[case]
     with pytest.raises(ConversionError, match=message) as error:

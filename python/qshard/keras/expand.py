@@ -53,6 +53,9 @@ _HARD_SIGMOID = [("Rescaling", {"scale": 1.0 / 6.0, "offset": 0.5}, "hard_sigmoi
 _SPLIT = {"hard_sigmoid": (_HARD_SIGMOID, False), "hard_silu": (_HARD_SIGMOID, True),
           "hard_swish": (_HARD_SIGMOID, True),
           "leaky_relu": ([("LeakyReLU", {"negative_slope": 0.2}, "leaky_relu")], False)}
+# Layers whose `activation` applies to their output (in a recurrent layer it acts inside the cell).
+_ACTIVATION_LAST = {"Activation", "Dense", "Conv1D", "Conv2D", "Conv2DTranspose", "DepthwiseConv2D",
+                    "SeparableConv2D"}
 _GLOBAL_POOLS = {"GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D"}
 _OPS = {"Add", "Multiply", "Subtract", "Divide", "TrueDivide"}
 KERAS_EPSILON = 1e-7  # keras.config.epsilon(): Normalization divides by max(sqrt(variance), this)
@@ -134,6 +137,22 @@ def _normalization(config: Dict[str, Any]) -> List[Piece]:
     return [Piece("Rescaling", {"name": name, "dtype": config.get("dtype"), "scale": scale, "offset": offset})]
 
 
+def _rescaling(config: Dict[str, Any], keras2: bool) -> List[Piece]:
+    """Rescaling as is, its numpy scale / offset ({'class_name': '__numpy__', ...}) as plain lists.
+    tfjs broadcasts a list over the last axis, as Keras does unless images are channels_first."""
+    out = dict(config)
+    for key in ("scale", "offset"):
+        value = out.get(key)
+        if isinstance(value, dict) and value.get("class_name") == "__numpy__":
+            out[key] = value["config"]["value"]
+    if any(isinstance(out.get(key), (list, tuple)) for key in ("scale", "offset")) and not keras2:
+        import keras  # a Keras 3 config: Keras is loaded
+        if keras.config.image_data_format() == "channels_first":
+            raise refuse(config["name"], "Rescaling", "per-channel scale or offset with channels_first images "
+                                                      "is not converted", GRAPH_HINT)
+    return [Piece("Rescaling", out)]
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -187,6 +206,8 @@ def expand_layer(cls: str, module: str, config: Dict[str, Any], nodes: List[List
         return _operation(cls, name, nodes)
     if cls == "Subtract":
         return _subtract(name, ("arg", 0), ("arg", 1))
+    if cls == "Rescaling":
+        return _rescaling(config, keras2)
     if cls == "Normalization":
         return _normalization(config)
     if cls in _GLOBAL_POOLS and config.get("keepdims"):
@@ -195,7 +216,7 @@ def expand_layer(cls: str, module: str, config: Dict[str, Any], nodes: List[List
             and not config.get("threshold"):  # relu with a negative slope alone is tfjs's LeakyReLU
         return [Piece("LeakyReLU", {"name": name, "dtype": config.get("dtype"),
                                     "negative_slope": config["negative_slope"]})]
-    if "activation" in config:
+    if cls in _ACTIVATION_LAST:
         pieces = _split_activation(cls, config, keras2)
         if pieces is not None:
             return pieces

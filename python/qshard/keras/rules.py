@@ -12,7 +12,8 @@ from qshard.errors import ConversionError
 KERAS2_VERSION = "2.15.0"  # the topology dialect written (what tfjs-layers 4.22 reads)
 
 # Keras activation name -> tfjs-layers name. Keras 3's hard_sigmoid is relu6(x + 3) / 6 while
-# tfjs's hardSigmoid is Keras 2's 0.2 x + 0.5: not listed, so refused.
+# tfjs's hardSigmoid is Keras 2's 0.2 x + 0.5: not listed here, rewritten by expand.py where it
+# acts on a layer's output.
 ACTIVATIONS = {"linear": "linear", "relu": "relu", "relu6": "relu6", "sigmoid": "sigmoid", "softmax": "softmax",
                "tanh": "tanh", "elu": "elu", "selu": "selu", "softplus": "softplus", "softsign": "softsign",
                "gelu": "gelu", "mish": "mish", "swish": "swish", "silu": "swish", "log_softmax": "logSoftmax"}
@@ -92,7 +93,8 @@ RULES: Dict[str, Dict[str, Any]] = {
     "Conv2DTranspose": {"filters": "keep", "kernel_size": "keep", "strides": "keep",
                         "padding": ("only", ("valid", "same"), ""), "data_format": "keep",
                         "activation": "activation", "use_bias": "keep", "dilation_rate": _NO_DILATION,
-                        "output_padding": ("only", (None,), "tfjs-layers' Conv2DTranspose has no output_padding")},
+                        "output_padding": ("only", (None,), "tfjs-layers' Conv2DTranspose has no output_padding"),
+                        "groups": ("only", (1,), "grouped convolution is not in tfjs-layers")},
     "Rescaling": {"scale": "keep", "offset": "keep"},  # numbers or per-channel lists: both broadcast on the last axis
     "Permute": {"dims": "keep"}, "RepeatVector": {"n": "keep"},
     "LeakyReLU": {"negative_slope": ("rename", "alpha"), "alpha": "keep"},  # Keras 3 / Keras 2 name
