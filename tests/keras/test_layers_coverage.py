@@ -251,3 +251,25 @@ def test_normalization_variance_below_keras_floor_is_refused(keras, tmp_path):
         qk.save_web_model(model, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
+
+
+def test_keras2_sequential_without_input_layer_expands_to_a_model(node, tmp_path):
+    """A Keras 2 Sequential whose first layer carries the input shape and whose activation tfjs
+    lacks (leaky_relu) becomes a Model with an InputLayer, which tfjs loads and runs."""
+    from qshard.keras.topology import translate_topology
+    from support.layers import dense_topology, dense_weights, write_layers_model
+    keras2 = dense_topology()
+    keras2["config"]["layers"][0]["config"]["activation"] = "leaky_relu"
+    topology = translate_topology(keras2["config"], "Sequential", "2.15.0")
+    assert topology["class_name"] == "Model"
+    groups = dense_weights(5)
+    write_layers_model(tmp_path / "web", topology, groups)
+    x = np.random.default_rng(5).standard_normal((3, 8)).astype(np.float32)
+    write_input(tmp_path / "in.json", x)
+    error = run_node(node, "load_layers_model.js", [tmp_path / "web", tmp_path / "in.json", tmp_path / "out.json"])
+    assert not error, error
+    got, _ = js_output(tmp_path / "out.json")
+    w = {name: array.astype(np.float64) for group in groups for name, array in group}
+    h = x @ w["dense/kernel"] + w["dense/bias"]
+    want = np.where(h > 0, h, 0.2 * h) @ w["dense_1/kernel"] + w["dense_1/bias"]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
