@@ -5,7 +5,7 @@ import pytest
 
 import qshard
 from qshard import reference
-from support.node import node_problem
+from support.node import JS_DIR, node_problem
 
 ISAS = qshard.available_isas()
 SIMD_ISAS = [isa for isa in ISAS if isa != "serial"]
@@ -67,3 +67,26 @@ def node():
         require(f"{problem}: cannot run the TensorFlow.js client. Install Node.js (>= 18) and the "
                 f"client with `npm ci --prefix tests/js`", "QSHARD_REQUIRE_NODE", "THE JAVASCRIPT CLIENT TESTS")
     return path
+
+
+JS_NODE_MODULES = str(JS_DIR / "node_modules")
+
+
+def start_tfjs_runner(backend: str = "cpu", **options):
+    """A stock tfjs worker (Node) on the project's own tests/js install; a loud skip without Node or
+    the packages (`npm ci --prefix tests/js`), a failure under QSHARD_REQUIRE_NODE=1."""
+    from qshard.accuracy.tfjs_runner import TfjsRunner
+    from qshard.errors import TfjsUnavailableError
+    try:
+        return TfjsRunner(backend, node_modules=JS_NODE_MODULES, **options)
+    except TfjsUnavailableError as error:
+        require(f"{error} (install with `npm ci --prefix tests/js`)", "QSHARD_REQUIRE_NODE",
+                "RUNNING WEB MODELS IN TFJS")
+
+
+@pytest.fixture(scope="session")
+def tfjs_runner():
+    """One tfjs worker (cpu backend) shared by the tests that run web models."""
+    runner = start_tfjs_runner("cpu")
+    yield runner
+    runner.close()

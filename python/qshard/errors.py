@@ -44,3 +44,15 @@ class TFLiteError(QshardError, RuntimeError):
 
 class ReferenceUnavailable(ImportError):
     """The official tensorflowjs package is not installed here."""
+
+
+class TfjsUnavailableError(QshardError, RuntimeError):
+    """Node.js or the @tensorflow/tfjs package needed to run a web model cannot be found."""
+
+
+class TfjsRunError(QshardError, RuntimeError):
+    """The tfjs runtime failed to start, load or run a model (its message and stderr are included)."""
+
+
+class ModelInputError(QshardError, ValueError):
+    """Inputs or a data file that do not fit a model (missing or unknown names, shapes, dtypes, NaN)."""
