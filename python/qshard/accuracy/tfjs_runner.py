@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import ModelInputError, TfjsRunError, TfjsUnavailableError
 from ..tfjs import WebModel
+from .samples import arrange_inputs, gather_outputs
 
 Inputs = Union[np.ndarray, Mapping[str, np.ndarray], Sequence[Mapping[str, np.ndarray]]]
 Outputs = Dict[str, Union[np.ndarray, List[np.ndarray]]]
@@ -253,7 +254,6 @@ class TfjsRunner:
 
     def run(self, model: PathLike, inputs: Inputs, *, batch: bool = True, repeats: int = 1) -> Run:
         """Predict every sample (batched where the model allows); seconds of the model calls."""
-        from .samples import arrange_inputs, gather_outputs
         info = self.load(model)
         arranged = arrange_inputs(info, inputs)
         if batch and info.batchable and arranged.batchable and arranged.count > 1:
