@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+from qshard.cli import eval_web
 from qshard.cli.common import progress
 
 
@@ -14,6 +15,8 @@ def load_keras_model(path: str):
 
 
 def run(args) -> int:
+    if args.model and eval_web.is_web_model(args.model):
+        return eval_web.run(args)
     from qshard import tflite
     from qshard.accuracy import evaluate
     modes = {"all": list(tflite.MODES), "none": []}.get(args.tflite)
@@ -57,13 +60,14 @@ def run(args) -> int:
 
 def register(commands) -> None:
     parser = commands.add_parser(
-        "eval", help="accuracy / MAE of a Keras model in float32, uint16, uint8, float16 and TFLite modes",
+        "eval", help="accuracy / MAE of a Keras model in float32, uint16, uint8, float16 and TFLite modes; "
+                     "fidelity of a web model's variants in tfjs",
         description="Run a Keras 3 model (.keras) on a labelled data set (.npz with arrays x and y) in float32 "
                     "and in each way it can be shrunk: the tfjs dtypes (weights quantized and dequantized as "
                     "qshard writes and tfjs reads them, run by Keras) and the TFLite converter's modes (run by "
                     "the TFLite interpreter). Prints the metric, size and gzip size of each artifact. --demo "
                     "trains three small models on scikit-learn's bundled data and does it all (a minute or two).")
-    parser.add_argument("model", metavar="MODEL", nargs="?", help="a Keras 3 .keras file")
+    parser.add_argument("model", metavar="MODEL", nargs="?", help="a Keras 3 .keras file, or a web model (see below)")
     parser.add_argument("--data", metavar="NPZ", help="labelled data: an .npz with x (inputs) and y (labels/targets); "
                                                   "an optional 'calibration' array feeds TFLite's int8 modes")
     parser.add_argument("--metric", choices=("accuracy", "mae"), default="accuracy", help="default accuracy")
@@ -74,4 +78,5 @@ def register(commands) -> None:
                                                          "tensorflow and scikit-learn)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    eval_web.add_arguments(parser)
     parser.set_defaults(run=run)

@@ -1,0 +1,53 @@
+"""qshard eval WEB_MODEL: a tfjs graph or layers model and its float16 / uint16 / uint8 variants run
+in stock tfjs (Node) on the same samples; fidelity to the float model, sizes, the task metric."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from qshard.cli.common import progress
+
+
+def is_web_model(path: str) -> bool:
+    """A folder holding model.json, or a .json file: what `qshard eval` hands to the tfjs evaluator."""
+    p = Path(path)
+    return (p.is_dir() and (p / "model.json").is_file()) or p.suffix.lower() == ".json"
+
+
+def run(args) -> int:
+    """Evaluate a web model (the `eval` command's route for model.json paths)."""
+    from qshard.accuracy import web_eval
+    if args.demo:
+        raise ValueError("--demo takes no MODEL")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    say = progress(args.quiet)
+    table = web_eval.evaluate_web_model(args.model, args.data, variants, args.backend, metric=args.metric,
+                                        output=args.output, synthetic_count=args.samples, repeats=args.time,
+                                        progress=say)
+    if say:
+        print("\r\033[K", end="", file=sys.stderr)
+    print(json.dumps(web_eval.web_eval_json(table), indent=1) if args.json else web_eval.format_web_eval(table))
+    return 0
+
+
+def add_arguments(parser) -> None:
+    """The options only web models take."""
+    from qshard.accuracy.web_eval import DEFAULT_VARIANTS
+    web = parser.add_argument_group(
+        "web models (MODEL is a folder with model.json, or a model .json file)",
+        "Runs the float32 model and each variant in stock tfjs under Node (npm install @tensorflow/tfjs@4.22.0; "
+        "found through QSHARD_TFJS_NODE_MODULES or ./node_modules) on the samples of --data: an .npz with "
+        "one array per model input, named as the input (or x for a one-input model), and optional labels y. "
+        "Without --data the inputs are made up from the signature, and the fidelity on them is a guess. "
+        "Prints per variant the worst-sample cosine to the float32 outputs, the max relative error, top-1 "
+        "agreement for classifier outputs, rows matched for decoded outputs (ArgMax/TopK/NMS), exact agreement "
+        "for integer outputs, weight and gzip bytes, and the metric when y is given.")
+    web.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                     help=f"comma-separated variants (default {','.join(DEFAULT_VARIANTS)})")
+    web.add_argument("--backend", choices=("cpu", "wasm"), default="cpu",
+                     help="tfjs backend: cpu (pure JS, default) or wasm (@tensorflow/tfjs-backend-wasm@4.22.0)")
+    web.add_argument("--output", metavar="NAME", help="the output the labels y score (needed when there are several)")
+    web.add_argument("--samples", type=int, default=8, metavar="N", help="made-up samples without --data (default 8)")
+    web.add_argument("--time", type=int, default=0, metavar="N",
+                     help="also time N predicts of one sample per variant (median, variants in turns)")
