@@ -166,3 +166,17 @@ def test_wasm_backend_equals_numpy(examples):
         assert runner.run(examples["graph"], X).outputs  # loaded once, run again
     finally:
         runner.close()
+
+
+def test_a_graph_that_mixes_its_batch_runs_sample_by_sample(tfjs_runner, tmp_path):
+    """x - mean over the batch axis: the signature says the axis is free, yet a batch would change
+    every sample's output; the runner notices once and feeds the samples one by one."""
+    nodes = [placeholder("x", [-1, 4]),
+             op("mean", "Mean", ["x", "axis"], T={"type": "DT_FLOAT"}, Tidx={"type": "DT_INT32"}, keep_dims={"b": True}),
+             op("centred", "Sub", ["x", "mean"], T={"type": "DT_FLOAT"}), op("y", "Add", ["centred", "x"],
+                                                                            T={"type": "DT_FLOAT"})]
+    model = write_graph(tmp_path / "mix", nodes, [("axis", np.array([0], np.int32))])
+    x = RNG.standard_normal((5, 4)).astype(np.float32)
+    run = tfjs_runner.run(model, x)
+    np.testing.assert_array_equal(run.outputs["y"], x)  # alone, each sample is its own mean
+    assert not tfjs_runner.load(model).batchable and len(run.seconds) == 5

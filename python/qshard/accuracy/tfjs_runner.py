@@ -69,6 +69,7 @@ class ModelInfo:
     inputs: List[TensorInfo]
     outputs: List[TensorInfo]
     batchable: bool = True  # cleared when a batched run fails or mixes up the samples
+    batch_checked: bool = False  # a batched run was compared with a lone sample once
 
 
 @dataclass
@@ -276,9 +277,23 @@ class TfjsRunner:
             outputs, secs = self._call(info, arranged.chunk(start, stop), repeats)
             if any(v.ndim == 0 or v.shape[0] != stop - start for v in outputs.values()):
                 raise TfjsRunError(f"{info.path}: a batched output does not have one row per sample")
+            if not info.batch_checked:
+                self._check_batch(info, arranged, outputs)
             parts.append(outputs)
             seconds.extend(secs)
         return Run({k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, seconds)
+
+    def _check_batch(self, info: ModelInfo, arranged, batched: Dict[str, np.ndarray]) -> None:
+        """The first sample alone must give what it gave in the batch: a graph may declare a free
+        batch axis and still mix the samples (a reshape that flattens it, a decoder over the batch)."""
+        alone, _ = self._call(info, arranged.sample(0), 1)
+        for key, values in alone.items():
+            row = batched[key][0]
+            values = values.reshape(row.shape) if values.size == row.size else values
+            scale = float(np.max(np.abs(row))) if row.size and row.dtype.kind == "f" else 0.0
+            if values.shape != row.shape or not np.allclose(values, row, rtol=0, atol=1e-4 * scale, equal_nan=True):
+                raise TfjsRunError(f"{info.path}: output {key} of a sample differs in a batch and alone")
+        info.batch_checked = True
 
     def _call(self, info: ModelInfo, feed: Dict[str, np.ndarray], repeats: int):
         self._count += 1
