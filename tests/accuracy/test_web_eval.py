@@ -113,11 +113,19 @@ def test_decoded_outputs_found_in_the_graph(tmp_path):
                                               Tidx={"type": "DT_INT32"}, output_type={"type": "DT_INT32"}),
              op("coord", "Cast", ["peak"], SrcT={"type": "DT_INT32"}, DstT={"type": "DT_FLOAT"}),
              op("scaled", "Mul", ["coord", "scale"], T={"type": "DT_FLOAT"}),
-             op("raw", "Relu", ["heat"], T={"type": "DT_FLOAT"})]
-    model = write_graph(tmp_path / "m", nodes, [("axis", np.array(1, np.int32)), ("scale", np.array(0.5, np.float32))],
+             op("raw", "Relu", ["heat"], T={"type": "DT_FLOAT"}),
+             # an ArgMax over weights alone picks the same every time: not a decoder
+             op("fixed_pick", "ArgMax", ["table", "axis"], T={"type": "DT_FLOAT"}, Tidx={"type": "DT_INT32"},
+                output_type={"type": "DT_INT32"}),
+             op("fixed", "Cast", ["fixed_pick"], SrcT={"type": "DT_INT32"}, DstT={"type": "DT_FLOAT"}),
+             op("shifted", "AddV2", ["raw", "fixed"], T={"type": "DT_FLOAT"})]
+    weights = [("axis", np.array(1, np.int32)), ("scale", np.array(0.5, np.float32)),
+               ("table", np.eye(8, dtype=np.float32))]
+    model = write_graph(tmp_path / "m", nodes, weights,
                         {"inputs": {"heat": signature_entry("heat", [-1, 8])},
-                         "outputs": {"where": signature_entry("scaled", [-1]), "raw": signature_entry("raw", [-1, 8])}})
-    assert decoded_outputs(model / "model.json", ["where", "raw"]) == ["where"]
+                         "outputs": {"where": signature_entry("scaled", [-1]), "raw": signature_entry("raw", [-1, 8]),
+                                     "shifted": signature_entry("shifted", [-1, 8])}})
+    assert decoded_outputs(model / "model.json", ["where", "raw", "shifted"]) == ["where"]
     assert decoded_outputs(write_example(tmp_path / "layers") / "model.json", ["dense_2"]) == []
 
 
