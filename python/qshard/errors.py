@@ -42,6 +42,10 @@ class TFLiteError(QshardError, RuntimeError):
     """TensorFlow is missing, or the converter or interpreter failed."""
 
 
+class GraphError(QshardError, ValueError):
+    """A model that cannot become a tfjs graph model: an unreadable source, an op tfjs lacks."""
+
+
 class ReferenceUnavailable(ImportError):
     """The official tensorflowjs package is not installed here."""
 

@@ -1,0 +1,157 @@
+"""Shared by the graph-model tests: TensorFlow and Keras (or a loud skip), stock tfjs 4.22 in Node
+running converted graph models (tests/js/predict_graph.js), and TensorFlow itself running a
+converted model.json on the weights as qshard stored them (the reference for quantized variants).
+"""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import require
+from qshard import tfjs
+
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
+NODE_TIMEOUT = 600
+# Relative to the largest output magnitude: float32 differences between TensorFlow's and tfjs's
+# kernels (summation order, folded batch norms) over up to a few hundred layers.
+TOLERANCE = 1e-4
+
+
+def _import_keras():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.pop("TF_USE_LEGACY_KERAS", None)
+    try:
+        import keras
+        import tensorflow
+    except ImportError as error:
+        return None, f"TensorFlow / Keras 3 is not installed ({error}): pip install \"qshard[convert]\""
+    if not keras.__version__.startswith("3."):
+        return None, f"keras {keras.__version__} is installed; these tests need Keras 3"
+    del tensorflow
+    return keras, ""
+
+
+@pytest.fixture(scope="session")
+def keras():
+    module, problem = _import_keras()
+    require(problem, "QSHARD_REQUIRE_KERAS", "THE GRAPH-MODEL CONVERSION TESTS")
+    return module
+
+
+@pytest.fixture(scope="session")
+def tf(keras):
+    import tensorflow
+    return tensorflow
+
+
+def tfjs_predict(node, work: Path, runs):
+    """Run converted models in stock tfjs (Node, cpu backend). runs: [(folder, {input key: array},
+    mode)]; returns, per run, [(output name, array)] in tfjs's output order. One node process for
+    all runs; if it fails, each run again alone so the error names the model that caused it."""
+    specs = []
+    for i, (folder, feeds, mode) in enumerate(runs):
+        inputs = []
+        for j, (key, array) in enumerate(feeds.items()):
+            array = np.ascontiguousarray(array)
+            dtype = {np.dtype(np.float32): "float32", np.dtype(np.int32): "int32"}[array.dtype]
+            file = work / f"run{i}_input{j}.bin"
+            array.astype(array.dtype.newbyteorder("<")).tofile(file)
+            inputs.append({"name": key, "file": str(file), "shape": list(array.shape), "dtype": dtype})
+        specs.append({"model": str(folder), "mode": mode, "inputs": inputs, "out": str(work / f"run{i}_out")})
+
+    def call(chosen):
+        file = work / f"runs_{len(chosen)}_{chosen[0]['out'].rsplit('run', 1)[1]}.json"
+        file.write_text(json.dumps(chosen))
+        done = subprocess.run([node, str(JS_DIR / "predict_graph.js"), str(file)], cwd=JS_DIR,
+                              capture_output=True, text=True, timeout=NODE_TIMEOUT)
+        return "" if done.returncode == 0 else done.stderr.strip()[-3000:]
+
+    error = call(specs)
+    if error:
+        for spec in specs:
+            one = call([spec])
+            assert not one, f"tfjs could not run {spec['model']} ({spec['mode']}):\n{one}"
+        raise AssertionError(f"tfjs failed on the batch but not on any run alone:\n{error}")
+    results = []
+    for spec in specs:
+        result = json.loads((Path(spec["out"]) / "result.json").read_text())
+        assert result["tfjs"] == "4.22.0" and result["backend"] == "cpu"
+        dtypes = {"float32": np.dtype("<f4"), "int32": np.dtype("<i4")}
+        results.append([(o["name"], np.fromfile(o["file"], dtypes[o["dtype"]]).reshape(o["shape"]))
+                        for o in result["outputs"]])
+    return results
+
+
+def assert_close(what, got, want, tolerance=TOLERANCE):
+    """got is want within tolerance x the output scale (max |want|), which must be non-trivial."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != expected {want.shape}"
+    scale = float(np.abs(want).max())
+    assert np.isfinite(scale) and scale > 1e-3, f"{what}: degenerate reference output (scale {scale})"
+    err = float(np.abs(got.astype(np.float64) - want).max())
+    assert err <= tolerance * scale, (f"{what}: max |difference| {err:.3g} exceeds {tolerance:g} of the output "
+                                      f"scale {scale:.3g} ({err / scale:.3g} relative)")
+    return err / scale
+
+
+def _unfuse(graph_def):
+    """The tfjs-only fused nodes back as the TensorFlow ops they stand for (contraction, BiasAdd,
+    activation), so TensorFlow can run the graph."""
+    plain = {"_FusedConv2D": "Conv2D", "FusedDepthwiseConv2dNative": "DepthwiseConv2dNative", "_FusedMatMul": "MatMul"}
+    for node in list(graph_def.node):
+        if node.op not in plain:
+            continue
+        fused = [s.decode() for s in node.attr["fused_ops"].list.s]
+        alpha = node.attr["leakyrelu_alpha"].f if "leakyrelu_alpha" in node.attr else None
+        inputs, name = list(node.input), node.name
+        contraction = graph_def.node.add()
+        contraction.CopyFrom(node)
+        contraction.name = node.name + "/unfused"
+        contraction.op = plain[node.op]
+        del contraction.input[2:]
+        for key in ("fused_ops", "num_args", "epsilon", "leakyrelu_alpha"):
+            if key in contraction.attr:
+                del contraction.attr[key]
+        last = contraction.name
+        steps = [("BiasAdd", [last, inputs[2]])] if fused[0] == "BiasAdd" else []
+        if len(fused) > 1:
+            steps.append((fused[1], None))
+        node.Clear()
+        for k, (op, step_inputs) in enumerate(steps):
+            target = node if k == len(steps) - 1 else graph_def.node.add()
+            target.name = name if target is node else f"{contraction.name}/bias"
+            target.op = op
+            target.input.extend(step_inputs or [last])
+            target.attr["T"].type = 1
+            if op == "LeakyRelu":
+                target.attr["alpha"].f = alpha
+            last = target.name
+        assert steps, "a fused node with neither bias nor activation"
+
+
+def tf_run_web_model(tf, folder, feeds):
+    """TensorFlow running model.json's graph with the weights as qshard stored them (dequantized
+    exactly as tfjs decodes them); returns {output key: array}."""
+    from google.protobuf.json_format import ParseDict
+    from tensorflow.core.framework import graph_pb2
+    from tensorflow.python.framework import tensor_util
+    doc = json.loads((Path(folder) / "model.json").read_text())
+    graph_def = ParseDict(doc["modelTopology"], graph_pb2.GraphDef())
+    weights = tfjs.read_weights(folder)
+    for node in graph_def.node:
+        if node.op == "Const":
+            value = np.asarray(weights[node.name])
+            dtype = tf.as_dtype(node.attr["dtype"].type).as_numpy_dtype
+            node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(value.astype(dtype), shape=value.shape))
+    _unfuse(graph_def)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.graph_util.import_graph_def(graph_def, name="")
+    signature = doc["signature"]
+    fetches = {key: graph.get_tensor_by_name(info["name"]) for key, info in signature["outputs"].items()}
+    feed = {graph.get_tensor_by_name(signature["inputs"][k]["name"]): v for k, v in feeds.items()}
+    with tf.compat.v1.Session(graph=graph) as session:
+        return session.run(fetches, feed)
