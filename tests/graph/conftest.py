@@ -155,3 +155,51 @@ def tf_run_web_model(tf, folder, feeds):
     feed = {graph.get_tensor_by_name(signature["inputs"][k]["name"]): v for k, v in feeds.items()}
     with tf.compat.v1.Session(graph=graph) as session:
         return session.run(fetches, feed)
+
+
+VARIANTS = {"float32": {}, "uint8": {"uint8": "*"}, "float16": {"float16": "*"}}
+
+
+class Case:
+    """A model to convert: its source (object or path), inputs by signature key, TensorFlow's own
+    outputs by signature key, and options for convert_to_graph_model."""
+
+    def __init__(self, src, feeds, want, **options):
+        self.src, self.feeds, self.want, self.options = src, feeds, want, options
+        self.folders = {}
+
+
+def convert_and_predict(cases, root: Path, node, variants=VARIANTS, mode="predict"):
+    """Convert every case in every variant (its dtype flags) and run them all in tfjs; returns
+    {case name: {variant: {output name: array}}}."""
+    from qshard.graph import convert_to_graph_model
+    runs = []
+    for name, case in cases.items():
+        for variant, flags in variants.items():
+            case.folders[variant] = root / f"{name}-{variant}"
+            convert_to_graph_model(case.src, case.folders[variant], **flags, **case.options)
+            runs.append((case.folders[variant], case.feeds, mode))
+    work = root / "node"
+    work.mkdir()
+    outputs = iter(tfjs_predict(node, work, runs))
+    return {name: {variant: dict(next(outputs)) for variant in variants} for name in cases}
+
+
+def check_float32(name, case, got):
+    """tfjs's float32 outputs are TensorFlow's, by name."""
+    assert sorted(got) == sorted(case.want), f"{name}: tfjs returned {sorted(got)}, TensorFlow {sorted(case.want)}"
+    for key, want in case.want.items():
+        assert_close(f"{name} float32 {key}", got[key], want)
+
+
+def check_quantized(tf, name, variant, case, got, float_got):
+    """A quantized variant stores its weights as asked, and tfjs's outputs are TensorFlow's on the
+    written graph with the weights as qshard stored them (what quantization implies, no more)."""
+    stored = {s.stored_dtype for s in tfjs.WebModel(case.folders[variant]).specs}
+    assert variant in stored, f"{name} {variant}: weights stored as {stored}"
+    want = tf_run_web_model(tf, case.folders[variant], case.feeds)
+    changed = False
+    for key in case.want:
+        assert_close(f"{name} {variant} {key}", got[key], want[key])
+        changed |= bool(np.abs(got[key] - float_got[key]).max() > 0)
+    assert changed, f"{name} {variant}: quantization changed no output; the comparison would be vacuous"

@@ -12,7 +12,6 @@ Rewrites (each keeps the node's name, so its consumers and the signature are unt
     Erfc(x)            -> Sub(1, Erf(x))          (exact GELU: tf.nn.gelu(approximate=False))
     Softsign(x)        -> RealDiv(x, AddV2(Abs(x), 1))
     Rint(x)            -> Round(x)                (both round half to even)
-    BatchMatMulV3(a,b) -> BatchMatMulV2(a, b)     (when its input and output dtypes are one dtype)
 """
 from __future__ import annotations
 
@@ -83,20 +82,7 @@ def _rint(graph_def, node) -> None:
     node.op = "Round"
 
 
-def _batch_matmul_v3(graph_def, node) -> None:
-    ta, tb, tout = (node.attr[k].type for k in ("Ta", "Tb", "Tout"))
-    if not ta == tb == tout:
-        raise GraphError(f"op BatchMatMulV3 (node {node.name!r}) mixes dtypes; tfjs's BatchMatMulV2 cannot")
-    t = node.attr["Ta"]
-    node.op = "BatchMatMulV2"
-    node.attr["T"].CopyFrom(t)
-    for key in ("Ta", "Tb", "Tout", "grad_x", "grad_y"):
-        if key in node.attr:
-            del node.attr[key]
-
-
-REWRITES: Dict[str, Callable] = {"Erfc": _erfc, "Softsign": _softsign, "Rint": _rint,
-                                 "BatchMatMulV3": _batch_matmul_v3}
+REWRITES: Dict[str, Callable] = {"Erfc": _erfc, "Softsign": _softsign, "Rint": _rint}
 
 
 def rewrite(graph_def) -> Dict[str, int]:

@@ -94,6 +94,11 @@ def write_graph_model(graph_def, inputs: List[Endpoint], outputs: List[Endpoint]
         if report.decide(name, dtype, targets.get(name)) is None:
             targets.pop(name, None)
     topology = MessageToDict(graph_def)
+    # protobuf's maps have no order: sort node attributes so one graph always gives the same bytes.
+    for node in topology.get("node", []) + [n for f in topology.get("library", {}).get("function", [])
+                                            for n in f.get("nodeDef", [])]:
+        if "attr" in node:
+            node["attr"] = dict(sorted(node["attr"].items()))
     document = {"format": "graph-model", "generatedBy": generated_by, "convertedBy": f"qshard {__version__}",
                 "modelTopology": topology, "signature": _signature(inputs, outputs)}
     if metadata:
