@@ -6,10 +6,8 @@ weights. Slow (a conversion takes seconds each), so all share one conversion and
 import numpy as np
 import pytest
 
-from test_node import node  # noqa: F401 (a fixture)
-
-from .conftest import VARIANTS, check_float32, check_quantized, convert_and_predict
-from .models import APPLICATIONS
+from support.graph import VARIANTS, check_float32, check_quantized, convert_and_predict
+from support.graph_models import APPLICATIONS
 
 NAMES = [b.__name__ for b in APPLICATIONS]
 pytestmark = pytest.mark.slow
@@ -22,7 +20,7 @@ def cases(keras, tf, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def predicted(cases, node, tmp_path_factory):  # noqa: F811
+def predicted(cases, node, tmp_path_factory):
     return convert_and_predict(cases, tmp_path_factory.mktemp("applications"), node, requantize=True)
 
 

@@ -2,13 +2,26 @@
 loaded with tf.loadGraphModel(url) as a web page does) on tfjs's cpu and webgl backends: the
 conv / depthwise / dense model that uses every fused activation, and MobileNetV3Small. Outputs
 within 1e-4 of the output scale of TensorFlow's own prediction."""
+import os
+
 import numpy as np
 import pytest
 
-from test_browser import chromium, require_harness  # noqa: F401 (chromium: a fixture)
+from qshard.web import browser
+from support.browser import require_harness
+from support.graph import assert_close
+from support.graph_models import dense_conv, mobilenet_v3_small
+from support.node import JS_DIR
 
-from .conftest import assert_close
-from .models import dense_conv, mobilenet_v3_small
+# The harness takes tf.min.js from tests/js (npm ci --prefix tests/js), unless told otherwise.
+os.environ.setdefault("QSHARD_TFJS_JS", str(JS_DIR / "node_modules" / "@tensorflow" / "tfjs" / "dist" / "tf.min.js"))
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    require_harness()
+    with browser.Browser() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +40,7 @@ def converted(keras, tf, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["cpu", "webgl"])
 @pytest.mark.parametrize("name", ["dense_conv", "mobilenet_v3_small"])
-def test_chromium_predicts_what_tensorflow_predicts(name, backend, chromium, converted):  # noqa: F811
+def test_chromium_predicts_what_tensorflow_predicts(name, backend, chromium, converted):
     case = converted[name]
     run = chromium.run(case.folders["float32"], list(case.feeds.values()), backend=backend)
     assert not run.error and not run.console_errors, f"{name} on {backend}: {run.error} {run.console_errors}"

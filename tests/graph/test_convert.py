@@ -15,10 +15,8 @@ import pytest
 
 from qshard.graph.write import CONTROL_FLOW_OPS
 
-from test_node import node  # noqa: F401 (a fixture)
-
-from .conftest import VARIANTS, check_float32, check_quantized, convert_and_predict
-from .models import BUILDERS, NAMES
+from support.graph import VARIANTS, check_float32, check_quantized, convert_and_predict
+from support.graph_models import BUILDERS, NAMES
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +27,7 @@ def cases(keras, tf, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def predicted(cases, node, tmp_path_factory):  # noqa: F811
+def predicted(cases, node, tmp_path_factory):
     return convert_and_predict(cases, tmp_path_factory.mktemp("converted"), node)
 
 

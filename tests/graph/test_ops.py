@@ -14,7 +14,7 @@ from qshard.errors import GraphError, OutputError
 from qshard.graph import convert_to_graph_model, ops
 from qshard.graph.fuse import FUSED_ACTIVATIONS
 
-from .conftest import tf_run_web_model
+from support.graph import tf_run_web_model
 
 
 def _ops(folder):

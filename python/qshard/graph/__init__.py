@@ -18,9 +18,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from ..errors import GraphError, OutputError
-from ..writer import DEFAULT_SHARD_SIZE, check_shard_size
-from .write import CONTROL_FLOW_OPS, DYNAMIC_SHAPE_OPS, GraphReport
+from qshard.errors import GraphError, OutputError
+from qshard.formats.writer import DEFAULT_SHARD_SIZE, check_shard_size
+from qshard.graph.write import CONTROL_FLOW_OPS, DYNAMIC_SHAPE_OPS, GraphReport
 
 STRUCTURED_OUTPUT_KEYS = "structuredOutputKeys"  # the userDefinedMetadata key tfjs's GraphModel reads
 
@@ -35,7 +35,7 @@ def convert_to_graph_model(src: Union[str, os.PathLike, Any], out_dir: Union[str
     in out_dir, weights quantized per the patterns (fnmatch over the weight names, which are the
     graph's Const node names). `structured_outputs` makes tfjs's predict return a dict keyed by
     the signature's output names (the function must return a dict)."""
-    from . import freeze, fuse, ops, trace, write
+    from qshard.graph import freeze, fuse, ops, trace, write
     check_shard_size(shard_size)
     out = Path(out_dir)
     if out.exists() and not force:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Set, Tuple
 
-from ..errors import GraphError
-from .trace import Traced, import_tensorflow
+from qshard.errors import GraphError
+from qshard.graph.trace import Traced, import_tensorflow
 
 # Nodes that compute nothing at inference time: their output is their first input.
 PASS_THROUGH = {"Identity", "Snapshot", "StopGradient", "PreventGradient", "CheckNumerics", "EnsureShape"}

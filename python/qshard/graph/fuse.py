@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Set
 
 import numpy as np
 
-from .freeze import node_name
+from qshard.graph.freeze import node_name
 
 CONTRACTIONS = {"Conv2D": "_FusedConv2D", "DepthwiseConv2dNative": "FusedDepthwiseConv2dNative",
                 "MatMul": "_FusedMatMul"}

@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Dict, FrozenSet, List
 
-from ..errors import GraphError
+from qshard.errors import GraphError
 
 TABLE = Path(__file__).with_name("tfjs_ops.json")
 TFJS_VERSION = "4.22.0"

@@ -15,11 +15,11 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .. import __version__
-from .. import manifest as mf
-from ..tfjs import QuantizeReport, write_weights
-from ..writer import DEFAULT_SHARD_SIZE, atomic_folder
-from .freeze import Endpoint
+from qshard import __version__
+from qshard.formats import manifest as mf
+from qshard.formats.webmodel import write_weights
+from qshard.formats.writer import DEFAULT_SHARD_SIZE, QuantizeReport, atomic_folder
+from qshard.graph.freeze import Endpoint
 
 # TensorProto fields that carry values (cleared from Const nodes once the value is in the shards).
 VALUE_FIELDS = ("tensor_content", "half_val", "float_val", "double_val", "int_val", "string_val", "scomplex_val",

@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 
-from .conftest import Case
+from support.graph import Case
 
 
 def randomize(keras, model, rng):
