@@ -5,6 +5,7 @@ import pytest
 
 import qshard
 from qshard import reference
+from support.keras import import_keras
 from support.node import JS_DIR, node_problem
 
 ISAS = qshard.available_isas()
@@ -90,3 +91,11 @@ def tfjs_runner():
     runner = start_tfjs_runner("cpu")
     yield runner
     runner.close()
+
+
+@pytest.fixture(scope="session")
+def keras():
+    """Keras 3, or a loud skip (a failure under QSHARD_REQUIRE_KERAS)."""
+    module, problem = import_keras()
+    require(problem, "QSHARD_REQUIRE_KERAS", "THE KERAS TESTS")
+    return module

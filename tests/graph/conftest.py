@@ -1,19 +1,9 @@
-"""Fixtures of the graph-model tests: Keras 3 and TensorFlow, or a loud skip (a failure under
-QSHARD_REQUIRE_KERAS)."""
+"""Fixtures of the graph-model tests (keras, node: tests/conftest.py)."""
 import pytest
-
-from conftest import require
-from support.keras import import_keras
-
-
-@pytest.fixture(scope="session")
-def keras():
-    module, problem = import_keras()
-    require(problem, "QSHARD_REQUIRE_KERAS", "THE GRAPH-MODEL CONVERSION TESTS")
-    return module
 
 
 @pytest.fixture(scope="session")
 def tf(keras):
+    """TensorFlow (Keras 3's backend here)."""
     import tensorflow
     return tensorflow

@@ -15,43 +15,11 @@
 'use strict';
 
 const fs = require('fs');
-const path = require('path');
 const tf = require('@tensorflow/tfjs');
-const {useCpuBackend} = require('./common');
-
-function toArrayBuffer(buf) {
-  return buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
-}
+const {readArtifacts, toArrayBuffer, useCpuBackend} = require('./common');
 
 function folderHandler(folder) {
-  return {
-    async load() {
-      const file = path.join(folder, 'model.json');
-      const doc = JSON.parse(fs.readFileSync(file, 'utf8'));
-      if (!Array.isArray(doc.weightsManifest)) {
-        throw new Error(`${file}: no weightsManifest`);
-      }
-      const weightSpecs = [];
-      const parts = [];
-      for (const group of doc.weightsManifest) {
-        weightSpecs.push(...group.weights);
-        for (const p of group.paths) {
-          parts.push(fs.readFileSync(path.join(folder, p)));
-        }
-      }
-      const artifacts = {
-        modelTopology: doc.modelTopology,
-        weightSpecs,
-        weightData: toArrayBuffer(Buffer.concat(parts)),
-        format: doc.format,
-        generatedBy: doc.generatedBy,
-        convertedBy: doc.convertedBy,
-      };
-      if (doc.trainingConfig != null) artifacts.trainingConfig = doc.trainingConfig;
-      if (doc.userDefinedMetadata != null) artifacts.userDefinedMetadata = doc.userDefinedMetadata;
-      return artifacts;
-    },
-  };
+  return {load: async () => readArtifacts(folder)};
 }
 
 function readInput(file) {

@@ -1,15 +1,6 @@
 import pytest
 
 from conftest import require
-from support.keras import import_keras
-
-
-@pytest.fixture(scope="module")
-def keras():
-    """Keras 3, or a loud skip (a failure under QSHARD_REQUIRE_KERAS)."""
-    module, problem = import_keras()
-    require(problem, "QSHARD_REQUIRE_KERAS", "THE KERAS TESTS")
-    return module
 
 
 @pytest.fixture(scope="module")

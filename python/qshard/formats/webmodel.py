@@ -112,6 +112,30 @@ def write_weights(weight_groups, write_dir: Union[str, os.PathLike], *, shard_si
     return manifest
 
 
+def write_model(document: dict, weights: List[Tuple[str, np.ndarray]], out_dir: Union[str, os.PathLike],
+                report: QuantizeReport, targets: Dict[str, str], *, shard_size: int = DEFAULT_SHARD_SIZE,
+                force: bool = False, threads: Optional[int] = None, progress: Progress = None) -> QuantizeReport:
+    """Write a model folder that appears only when complete: the shards of `weights` (each float32
+    weight stored as `targets` asks) and model.json, which is `document` plus its weightsManifest.
+    The report (from QuantizeReport.plan) records what was changed, kept and written."""
+    report.bytes_in = sum(a.nbytes for _, a in weights)
+    targets = dict(targets)
+    for name, array in weights:
+        dtype = "float32" if array.dtype.kind == "f" else str(array.dtype)
+        if report.decide(name, dtype, targets.get(name)) is None:
+            targets.pop(name, None)
+    kept: List[Kept] = []
+    with atomic_folder(out_dir, force) as tmp:
+        manifest = write_weights([weights], tmp, shard_size=shard_size, targets=targets, write_manifest=False,
+                                 threads=threads, progress=progress, kept=kept)
+        for k in kept:
+            report.changed.pop(k.name, None)
+        report.kept.extend(kept)
+        report.bytes_out = sum(os.path.getsize(tmp / p) for g in manifest for p in g["paths"])
+        _write_json(tmp / mf.MODEL_NAME, dict(document, weightsManifest=manifest))
+    return report
+
+
 class WebModel:
     """A web model opened for reading: specs from its manifest, values from its mapped shards."""
 

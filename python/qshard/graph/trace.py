@@ -199,30 +199,18 @@ def trace_saved_model(path: Path, signature: Optional[str] = None, tags: Optiona
     return Traced(function, input_keys, output_keys, f"TensorFlow {version}", dict_outputs, str(path), [loaded])
 
 
-def load_h5(path: Path):
-    """A tf_keras / Keras 2 whole model from an .h5 file."""
+def load_model_file(path: Path):
+    """A Keras 3 model from a .keras file, or a tf_keras / Keras 2 whole model from an .h5 file."""
     import_tensorflow()
+    module, what = ("keras", "Keras 3") if path.suffix == ".keras" else ("tf_keras", "tf_keras")
     try:
-        import tf_keras
+        keras = __import__(module)
     except ImportError:
-        raise GraphError(f'{path}: loading a Keras 2 .h5 model needs tf_keras: pip install "qshard[convert]"') from None
+        raise GraphError(f'{path}: loading it needs {what}: pip install "qshard[convert]"') from None
     try:
-        return tf_keras.models.load_model(str(path), compile=False)
-    except Exception as error:
-        raise GraphError(f"{path}: tf_keras could not load it: {type(error).__name__}: {error}") from None
-
-
-def load_keras(path: Path):
-    """A Keras 3 model from a .keras file."""
-    import_tensorflow()
-    try:
-        import keras
-    except ImportError:
-        raise GraphError(f'{path}: loading a .keras file needs Keras 3: pip install "qshard[convert]"') from None
-    try:
-        return keras.saving.load_model(str(path), compile=False)
-    except Exception as error:
-        raise GraphError(f"{path}: Keras could not load it: {type(error).__name__}: {error}") from None
+        return keras.models.load_model(str(path), compile=False)
+    except Exception as error:  # Keras raises many kinds for a bad file
+        raise GraphError(f"{path}: {what} could not load it: {type(error).__name__}: {error}") from None
 
 
 def trace(src: Union[str, os.PathLike, Any], signature: Optional[str] = None,
@@ -244,8 +232,6 @@ def trace(src: Union[str, os.PathLike, Any], signature: Optional[str] = None,
         raise GraphError(f"{path}: signature and tags apply to SavedModel folders only")
     if path.is_dir():
         raise GraphError(f"{path}: a folder without saved_model.pb is not a SavedModel")
-    if path.suffix == ".keras":
-        return trace_keras(load_keras(path), str(path))
-    if path.suffix in (".h5", ".hdf5"):
-        return trace_keras(load_h5(path), str(path))
+    if path.suffix in (".keras", ".h5", ".hdf5"):
+        return trace_keras(load_model_file(path), str(path))
     raise GraphError(f"{path}: expected a .keras file, a Keras 2 .h5 file or a SavedModel folder")

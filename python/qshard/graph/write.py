@@ -16,9 +16,8 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from qshard import __version__
-from qshard.formats import manifest as mf
-from qshard.formats.webmodel import write_weights
-from qshard.formats.writer import DEFAULT_SHARD_SIZE, QuantizeReport, atomic_folder
+from qshard.formats.webmodel import write_model
+from qshard.formats.writer import DEFAULT_SHARD_SIZE, QuantizeReport
 from qshard.graph.freeze import Endpoint
 
 # TensorProto fields that carry values (cleared from Const nodes once the value is in the shards).
@@ -86,13 +85,7 @@ def write_graph_model(graph_def, inputs: List[Endpoint], outputs: List[Endpoint]
     returns a GraphReport with the weight fields filled in."""
     from google.protobuf.json_format import MessageToDict
     weights = extract_weights(graph_def)
-    names = [n for n, _ in weights]
-    report, targets = GraphReport.plan(names, out_dir, uint8, uint16, float16, keep)
-    report.bytes_in = sum(a.nbytes for _, a in weights)
-    for name, array in weights:
-        dtype = "float32" if array.dtype.kind == "f" else str(array.dtype)
-        if report.decide(name, dtype, targets.get(name)) is None:
-            targets.pop(name, None)
+    report, targets = GraphReport.plan([n for n, _ in weights], out_dir, uint8, uint16, float16, keep)
     topology = MessageToDict(graph_def)
     # protobuf's maps have no order: sort node attributes so one graph always gives the same bytes.
     for node in topology.get("node", []) + [n for f in topology.get("library", {}).get("function", [])
@@ -103,12 +96,5 @@ def write_graph_model(graph_def, inputs: List[Endpoint], outputs: List[Endpoint]
                 "modelTopology": topology, "signature": _signature(inputs, outputs)}
     if metadata:
         document["userDefinedMetadata"] = metadata
-    kept: list = []
-    with atomic_folder(out_dir, force) as tmp:
-        manifest = write_weights([weights], tmp, shard_size=shard_size, targets=targets, write_manifest=False,
-                                 threads=threads, progress=progress, kept=kept)
-        report.written([], kept)
-        report.bytes_out = sum(os.path.getsize(tmp / p) for g in manifest for p in g["paths"])
-        document["weightsManifest"] = manifest
-        (tmp / mf.MODEL_NAME).write_bytes(mf.dumps(document).encode())
-    return report
+    return write_model(document, weights, out_dir, report, targets, shard_size=shard_size, force=force,
+                       threads=threads, progress=progress)

@@ -21,13 +21,7 @@ from typing import Dict, Optional, Union
 
 from qshard import __version__
 from qshard.errors import ConversionError
-from qshard.formats import manifest as mf
-from qshard.formats.writer import (
-    DEFAULT_SHARD_SIZE,
-    atomic_folder,
-    check_shard_size,
-    first_duplicate,
-)
+from qshard.formats.writer import DEFAULT_SHARD_SIZE, check_shard_size, first_duplicate
 from qshard.keras.load import load_model_parts
 
 
@@ -38,7 +32,7 @@ def save_web_model(model, out_dir: Union[str, os.PathLike], *, uint8=None, uint1
     model.json (Keras-2-style topology) + shards, weights quantized per the patterns (fnmatch over
     the tfjs weight names, e.g. 'dense/*'), or per `targets` (tfjs name -> dtype) when given.
     Returns a qshard.tfjs.QuantizeReport."""
-    from qshard.formats.webmodel import QuantizeReport, write_weights
+    from qshard.formats.webmodel import QuantizeReport, write_model
     check_shard_size(shard_size)
     topology, weights, generated_by = load_model_parts(model)
     names = [n for n, _ in weights]
@@ -53,23 +47,10 @@ def save_web_model(model, out_dir: Union[str, os.PathLike], *, uint8=None, uint1
         targets = {n: d for n, d in targets.items() if d != "float32"}
     else:
         report, targets = QuantizeReport.plan(names, out_dir, uint8, uint16, float16, keep)
-    report.bytes_in = sum(a.nbytes for _, a in weights)
-    for name, array in weights:
-        dtype = "float32" if array.dtype.kind == "f" else str(array.dtype)
-        if report.decide(name, dtype, targets.get(name)) is None:
-            targets.pop(name, None)
-    kept: list = []
-    with atomic_folder(out_dir, force) as tmp:
-        manifest = write_weights([weights], tmp, shard_size=shard_size, targets=targets, write_manifest=False,
-                                 threads=threads, progress=progress, kept=kept)
-        for k in kept:
-            report.changed.pop(k.name, None)
-        report.kept.extend(kept)
-        report.bytes_out = sum(os.path.getsize(tmp / p) for g in manifest for p in g["paths"])
-        doc = {"format": "layers-model", "generatedBy": generated_by, "convertedBy": f"qshard {__version__}",
-               "modelTopology": topology, "weightsManifest": manifest}
-        (tmp / mf.MODEL_NAME).write_bytes(mf.dumps(doc).encode())
-    return report
+    document = {"format": "layers-model", "generatedBy": generated_by, "convertedBy": f"qshard {__version__}",
+                "modelTopology": topology}
+    return write_model(document, weights, out_dir, report, targets, shard_size=shard_size, force=force,
+                       threads=threads, progress=progress)
 
 
 convert = save_web_model
