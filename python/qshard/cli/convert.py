@@ -1,29 +1,117 @@
-"""qshard convert: Keras models to tfjs layers models."""
+"""qshard convert: Keras models to tfjs layers models, and Keras models or SavedModels to tfjs graph models.
+
+The default target is `graph` for a SavedModel (there is no layers form of one) and `layers` for a
+Keras file: that keeps what `convert` always did, gives a model tfjs-layers can also fine-tune, and
+converts an .h5 with h5py alone, without TensorFlow. When tfjs-layers cannot express a layer, the
+error names it and says that `--to graph` converts it.
+"""
 from __future__ import annotations
 
+import json
+import re
+import sys
+from pathlib import Path
+from typing import List, Optional
+
 from qshard.cli.common import dtype_flags, say
+from qshard.errors import GraphError
+
+# --metadata NAME:FILE (the official converter's form), or a FILE holding the whole object.
+_NAMED = re.compile(r"^([A-Za-z_][\w.-]*):(.+)$")
+
+
+def _read_json(path: str, what: str):
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as error:
+        raise GraphError(f"{path}: cannot read the {what}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise GraphError(f"{path}: the {what} is not JSON: {error}") from None
+
+
+def read_metadata(values: Optional[List[str]]) -> Optional[dict]:
+    """userDefinedMetadata from --metadata values: FILE (a JSON object), or NAME:FILE pairs
+    (comma-separated or repeated), each file's JSON under NAME."""
+    if not values:
+        return None
+    metadata: dict = {}
+    for value in values:
+        if Path(value).is_file():
+            whole = _read_json(value, "metadata")
+            if not isinstance(whole, dict):
+                raise GraphError(f"{value}: metadata must be a JSON object (or give NAME:FILE)")
+            metadata.update(whole)
+            continue
+        for part in value.split(","):
+            named = _NAMED.match(part)
+            if not named:
+                raise GraphError(f"--metadata {part}: no such file (give FILE or NAME:FILE)")
+            metadata[named.group(1)] = _read_json(named.group(2), "metadata")
+    return metadata
 
 
 def run(args) -> int:
-    from qshard.keras.convert import save_web_model
-    report = save_web_model(args.input, args.output, uint8=args.uint8, uint16=args.uint16, float16=args.float16,
-                            keep=args.keep, shard_size=args.shard_size, force=args.force)
+    from qshard.graph.trace import is_saved_model
+    saved_model = is_saved_model(Path(args.input))
+    to = args.to or ("graph" if saved_model else "layers")
+    if to == "layers":
+        if saved_model:
+            raise GraphError(f"{args.input}: a SavedModel converts only to a graph model (--to graph)")
+        given = [flag for flag, value in (("--signature", args.signature), ("--tags", args.tags),
+                                          ("--metadata", args.metadata),
+                                          ("--structured-outputs", args.structured_outputs)) if value]
+        if given:
+            raise GraphError(f"{', '.join(given)}: only with --to graph")
+        from qshard.keras.convert import save_web_model
+        report = save_web_model(args.input, args.output, uint8=args.uint8, uint16=args.uint16, float16=args.float16,
+                                keep=args.keep, shard_size=args.shard_size, force=args.force)
+        say(report, args.output, args.quiet)
+        return 0
+    from qshard.graph import convert_to_graph_model
+    tags = [t.strip() for t in args.tags.split(",") if t.strip()] if args.tags else None
+    report = convert_to_graph_model(args.input, args.output, signature=args.signature, tags=tags,
+                                    uint8=args.uint8, uint16=args.uint16, float16=args.float16, keep=args.keep,
+                                    shard_size=args.shard_size, metadata=read_metadata(args.metadata),
+                                    structured_outputs=args.structured_outputs, force=args.force)
     say(report, args.output, args.quiet)
+    if not args.quiet:
+        rewritten = ", ".join(f"{op} x{n}" for op, n in sorted(report.rewritten.items()))
+        print(f"graph: {sum(report.ops.values())} nodes, inputs {', '.join(report.inputs)}, outputs "
+              f"{', '.join(report.outputs)}" + (f"; rewritten for tfjs: {rewritten}" if rewritten else ""))
+    if report.execute_async:
+        print("qshard: note: the graph has control flow or dynamic shapes: run it with model.executeAsync() "
+              "in tfjs (predict() refuses such graphs)", file=sys.stderr)
     return 0
 
 
 def register(commands) -> None:
     parser = commands.add_parser(
-        "convert", help="convert a Keras model (.keras, or tf_keras .h5) to a tfjs layers model",
-        description="Write a Keras 3 model (.keras) or a Keras 2 / tf_keras model (.h5) as a TensorFlow.js "
-                    "layers model that stock tfjs-layers 4.22 loads: the topology translated to the Keras 2 form "
-                    "tfjs reads, weights named as tfjs builds them and quantized per the patterns (over names "
-                    "such as 'dense/kernel'). A layer or option tfjs-layers cannot compute as Keras does is an "
-                    "error naming the layer and the option. .keras files need Keras 3 (pip install "
-                    "\"qshard[keras]\"); .h5 files only h5py.",
-        epilog="example: qshard convert model.keras web_model --uint8 --keep 'dense_2/*'")
-    parser.add_argument("input", metavar="MODEL", help="a .keras file (Keras 3) or a whole-model .h5 (Keras 2 / tf_keras)")
+        "convert", help="convert a Keras model or SavedModel to a tfjs graph or layers model",
+        description="Convert a Keras 3 model (.keras), a Keras 2 / tf_keras model (.h5) or a SavedModel folder "
+                    "(tf.saved_model.save, Keras model.export(), tf_keras) into a TensorFlow.js model that stock "
+                    "tfjs 4.22 runs, weights quantized per the patterns. --to graph (the default for SavedModels) "
+                    "writes a graph model: variables frozen, batch norms folded, conv / depthwise / matmul fused "
+                    "with bias and activation where every tfjs backend has the fused kernel, recurrent layers "
+                    "unrolled, ops tfjs lacks rewritten (Erfc, Softsign, Rint) or refused by name before "
+                    "anything is written; weight names are the graph's constant names. It needs TensorFlow "
+                    "(pip install \"qshard[convert]\"), not tensorflowjs. --to layers (the default for Keras "
+                    "files) writes a tfjs-layers model; a layer tfjs-layers cannot compute as Keras does is an "
+                    "error naming it.",
+        epilog="examples: qshard convert saved_model_dir web_model --uint8   |   "
+               "qshard convert model.keras web_model --to graph --float16 --metadata labels:labels.json")
+    parser.add_argument("input", metavar="MODEL", help="a .keras file, a whole-model .h5 (Keras 2 / tf_keras), "
+                                                       "or a SavedModel folder")
     parser.add_argument("output", metavar="OUT", help="output folder (must not exist unless --force)")
+    parser.add_argument("--to", choices=("graph", "layers"),
+                        help="the kind of tfjs model (default: graph for a SavedModel, layers for a Keras file)")
+    parser.add_argument("--signature", metavar="NAME", help="SavedModel signature (default serving_default)")
+    parser.add_argument("--tags", metavar="TAGS", help="SavedModel tags, comma-separated (default serve)")
+    parser.add_argument("--metadata", nargs="+", metavar="FILE",
+                        help="userDefinedMetadata for model.json: a JSON file holding an object, or NAME:FILE "
+                             "pairs (comma-separated, as tensorflowjs_converter takes them)")
+    parser.add_argument("--structured-outputs", action="store_true",
+                        help="tfjs predict() returns the outputs as a dict keyed by the signature's output "
+                             "names (the model must return a dict)")
     dtype_flags(parser, "weights to keep as float32")
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
     parser.add_argument("-q", "--quiet", action="store_true", help="no summary")
