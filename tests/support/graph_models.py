@@ -57,6 +57,23 @@ def rescaling_zero_padding(keras, tf, rng, tmp):
     return keras_case(keras, keras.Model(inp, out), {"pixels": pixels}, rng)
 
 
+def two_inputs_two_outputs(keras, tf, rng, tmp):
+    """Signature order: inputs and outputs by name, in the model's order, not alphabetical."""
+    L = keras.layers
+    image = keras.Input((6, 6, 1), name="zimage")
+    extra = keras.Input((3,), name="aextra")
+    x = L.Flatten()(L.Conv2D(3, 3, activation="relu")(image))
+    x = L.Concatenate()([x, extra])
+    score = L.Dense(1, name="zscore")(x)
+    classes = L.Dense(4, activation="softmax", name="aclasses")(x)
+    model = keras.Model([image, extra], [score, classes])
+    randomize(keras, model, rng)
+    feeds = {"zimage": rng.standard_normal((2, 6, 6, 1), np.float32),
+             "aextra": rng.standard_normal((2, 3), np.float32)}
+    got = model([feeds["zimage"], feeds["aextra"]], training=False)
+    return Case(model, feeds, {"zscore": np.asarray(got[0]), "aclasses": np.asarray(got[1])})
+
+
 def gru_text(keras, tf, rng, tmp):
     L = keras.layers
     inp = keras.Input((12,), dtype="int32", name="tokens")
@@ -124,7 +141,7 @@ def tf_keras_h5(keras, tf, rng, tmp):
     return Case(path, feeds, {model.output_names[0]: model(feeds["image"], training=False).numpy()})
 
 
-BUILDERS = [dense_conv, rescaling_zero_padding, gru_text, module_saved_model, keras_export, tf_keras_h5]
+BUILDERS = [dense_conv, rescaling_zero_padding, two_inputs_two_outputs, gru_text, module_saved_model, keras_export, tf_keras_h5]
 NAMES = [b.__name__ for b in BUILDERS]
 
 
