@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from qshard.graph.write import CONTROL_FLOW_OPS
-from support.graph import VARIANTS, check_float32, check_quantized, convert_and_predict
+from support.graph import VARIANTS, assert_close, check_float32, check_quantized, convert_and_predict, tfjs_predict
 from support.graph_models import APPLICATIONS, BUILDERS
 
 GROUPS = {"routes": BUILDERS, "applications": APPLICATIONS}
@@ -94,3 +94,23 @@ def test_batch_norms_are_folded_and_hardswish_is_never_fused(name, converted):
     assert not {"FusedBatchNormV3", "Rsqrt"} & set(ops), f"{name}: batch norm left: {set(ops)}"
     assert set(fused) <= {"Relu", "Relu6"}, f"{name}: {fused}"
     assert ops["_FusedConv2D"] >= 15, f"{name}: few fused convolutions: {ops['_FusedConv2D']}"
+
+
+def test_a_recurrent_model_without_a_fixed_length_stays_a_loop_that_execute_async_runs(keras, node, tmp_path):
+    """No fixed sequence length, no unrolling: the While loop stays, and tfjs runs it with
+    executeAsync on sequences of any length (predict refuses control flow, as tfjs documents)."""
+    from qshard.graph import convert_to_graph_model
+    L = keras.layers
+    inp = keras.Input((None, 3), name="steps")
+    out = L.Dense(2)(L.LSTM(5)(inp))
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(3)
+    for w in model.weights:
+        w.assign(rng.normal(0, 0.5, w.shape).astype(np.float32))
+    report = convert_to_graph_model(model, tmp_path / "web")
+    assert report.execute_async and "While" not in report.ops and report.ops.get("Merge")
+    feeds = [{"steps": rng.standard_normal((2, n, 3)).astype(np.float32)} for n in (4, 9)]
+    runs = [(tmp_path / "web", f, "executeAsync") for f in feeds]
+    for f, [(key, got)] in zip(feeds, tfjs_predict(node, tmp_path, runs)):
+        assert key == model.output_names[0]
+        assert_close(f"LSTM loop over {f['steps'].shape[1]} steps", got, model(f["steps"], training=False))

@@ -85,14 +85,6 @@ def test_fused_activations_are_the_ones_every_backend_implements(keras, tmp_path
     assert {"Relu6", "Sigmoid"} <= set(FUSED_ACTIVATIONS) and "HardSwish" not in FUSED_ACTIVATIONS
 
 
-def test_a_recurrent_layer_without_a_fixed_length_is_refused_by_name(keras, tmp_path):
-    inp = keras.Input((None, 4))
-    out = keras.layers.LSTM(3, name="the_lstm")(inp)
-    with pytest.raises(GraphError, match="recurrent layer 'the_lstm' has no fixed sequence length"):
-        convert_to_graph_model(keras.Model(inp, out), tmp_path / "web")
-    assert not (tmp_path / "web").exists()
-
-
 def test_outputs_signatures_and_options(keras, tf, tmp_path):
     inp = keras.Input((3,), name="x")
     model = keras.Model(inp, keras.layers.Dense(2)(inp))

@@ -5,14 +5,15 @@ Sources: a Keras 3 model object or `.keras` file, a tf_keras / Keras 2 model obj
 `model.export()`, tf_keras `model.save(folder)`), whose signature is picked by name.
 
 Keras models are traced as `model(x, training=False)` under tf.function. Their recurrent layers
-are switched to `unroll=True` for the trace (and back after): Keras' default loop is a While
-loop over TensorLists, which stock tfjs does not run; the unrolled form is plain ops. Unrolling
-needs a fixed sequence length, so a recurrent layer whose input has none is refused by name.
+are switched to `unroll=True` for the trace (and back after): Keras' default is a While loop over
+TensorLists, which tfjs runs only with executeAsync (predict refuses control flow); unrolled, it
+is plain ops that predict runs. Unrolling needs a fixed sequence length: without one, the loop
+stays (the report says the model needs executeAsync).
 """
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
@@ -95,7 +96,9 @@ def unrolled(model) -> Iterator[None]:
             setattr(layer, attr, value)
 
 
-def _check_sequence_lengths(model, source: str) -> None:
+def loop_layer(model) -> Optional[str]:
+    """The name of a recurrent layer whose input has no fixed sequence length (it cannot be
+    unrolled), or None."""
     for layer in _sublayers(model):
         if not (hasattr(layer, "unroll") and hasattr(layer, "cell")):
             continue
@@ -104,9 +107,8 @@ def _check_sequence_lengths(model, source: str) -> None:
         except Exception:  # a layer used several times, or in a subclassed model: Keras checks at trace time
             continue
         if len(shape) >= 2 and shape[1] is None:
-            raise GraphError(f"{source}: recurrent layer {layer.name!r} has no fixed sequence length (input shape "
-                             f"{shape}); stock tfjs runs recurrent layers only unrolled, which needs one: "
-                             f"build the model with a fixed-length Input")
+            return layer.name
+    return None
 
 
 def _keras_input_names(model) -> List[str]:
@@ -132,12 +134,12 @@ def trace_keras(model, source: str = "") -> Traced:
     names = _keras_input_names(model)
     specs = [tf.TensorSpec([None if d is None else int(d) for d in t.shape], tf.as_dtype(t.dtype), name=n)
              for t, n in zip(inputs, names)]
-    _check_sequence_lengths(model, source)
 
     def call(*xs):
         return model(xs[0] if len(xs) == 1 else list(xs), training=False)
 
-    with unrolled(model):
+    # Without a fixed sequence length the loop stays a loop: tfjs runs it with executeAsync.
+    with unrolled(model) if loop_layer(model) is None else nullcontext():
         try:
             function = tf.function(call).get_concrete_function(*specs)
         except GraphError:
