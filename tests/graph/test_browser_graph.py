@@ -30,7 +30,8 @@ def converted(keras, tf, tmp_path_factory):
     require_harness()
     rng = np.random.default_rng(5)
     root = tmp_path_factory.mktemp("browser")
-    cases = {"dense_conv": dense_conv(keras, tf, rng, root), "mobilenet_v3_small": mobilenet_v3_small(keras, tf, rng, root)}
+    cases = {"dense_conv": dense_conv(keras, tf, rng, root),
+             "mobilenet_v3_small": mobilenet_v3_small(keras, tf, rng, root)}
     for name, case in cases.items():
         case.folders["float32"] = root / name
         convert_to_graph_model(case.src, case.folders["float32"])

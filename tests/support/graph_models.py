@@ -141,7 +141,8 @@ def tf_keras_h5(keras, tf, rng, tmp):
     return Case(path, feeds, {model.output_names[0]: model(feeds["image"], training=False).numpy()})
 
 
-BUILDERS = [dense_conv, rescaling_zero_padding, two_inputs_two_outputs, gru_text, module_saved_model, keras_export, tf_keras_h5]
+BUILDERS = [dense_conv, rescaling_zero_padding, two_inputs_two_outputs, gru_text, module_saved_model, keras_export,
+            tf_keras_h5]
 NAMES = [b.__name__ for b in BUILDERS]
 
 

@@ -8,7 +8,7 @@ Identity nodes never renames an output).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Set, Tuple
+from typing import Any, Dict, List, Set, Tuple
 
 from qshard.errors import GraphError
 from qshard.graph.trace import Traced, import_tensorflow
@@ -65,7 +65,7 @@ def _grappler(graph_def, outputs: List[str]):
     return tf_optimizer.OptimizeGraph(config, meta)
 
 
-def strip(graph_def, keep: Set[str]):
+def strip(graph_def, keep: Set[str]) -> Any:
     """Remove pass-through and dropped nodes (rewiring their consumers), control inputs, and
     nodes no kept node depends on. Graphs with lowered control flow keep their Identity nodes
     and control inputs."""
@@ -123,10 +123,11 @@ def _frozen_graph_def(function):
     itself (7 of 8 s for ResNet50) and is not needed here: its internal first half is called when
     this TensorFlow has it, the public function otherwise."""
     from tensorflow.python.framework import convert_to_constants as c2c
-    internal = (getattr(c2c, "_FunctionConverterDataInEager", None), getattr(c2c, "_replace_variables_by_constants", None))
-    if all(internal):
-        data = internal[0](func=function, lower_control_flow=True, aggressive_inlining=True)
-        graph_def, _ = internal[1](converter_data=data)
+    converter_data = getattr(c2c, "_FunctionConverterDataInEager", None)
+    replace = getattr(c2c, "_replace_variables_by_constants", None)
+    if converter_data is not None and replace is not None:
+        data = converter_data(func=function, lower_control_flow=True, aggressive_inlining=True)
+        graph_def, _ = replace(converter_data=data)
         return graph_def, function.inputs, function.outputs
     frozen = c2c.convert_variables_to_constants_v2(function, aggressive_inlining=True)
     return frozen.graph.as_graph_def(), frozen.inputs, frozen.outputs
@@ -156,6 +157,12 @@ def freeze(traced: Traced) -> Tuple[object, List[Endpoint], List[Endpoint]]:
     missing = [e.node for e in outputs if e.node not in present]
     if missing:
         raise GraphError(f"{traced.source}: the optimized graph lost its output node(s) {', '.join(missing)}")
+    if graph_def.library.function:
+        # Constants inside function bodies would need weights of their own; every graph met so far
+        # is flat once frozen (functions inlined, control flow lowered).
+        names = ", ".join(f.signature.name for f in graph_def.library.function[:3])
+        raise GraphError(f"{traced.source}: the frozen graph still calls functions ({names}); "
+                         f"qshard writes flat graphs only")
     inputs = [e for e in inputs if e.node in present]  # an input no output depends on is dropped
     strip(graph_def, keep & present)
     return graph_def, inputs, outputs

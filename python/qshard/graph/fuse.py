@@ -171,7 +171,7 @@ def _fold_one(graph: Graph, node) -> bool:
     """Fold node (Mul/Add/AddV2/Sub/BiasAdd by a constant) into the contraction before it."""
     if node.op not in ("Mul", "Add", "AddV2", "Sub", "BiasAdd") or len(node.input) != 2:
         return False
-    if node.attr["T"].type != DT_FLOAT:
+    if node.attr["T"].type != DT_FLOAT or (node.op == "BiasAdd" and not _is_nhwc(node)):
         return False
     orders = [(0, 1)] if node.op in ("Sub", "BiasAdd") else [(0, 1), (1, 0)]
     for x_index, c_index in orders:
@@ -257,13 +257,15 @@ def _fuse_one(graph: Graph, node) -> bool:
     if activation is None and node.op != "BiasAdd":
         return False
     bias_add = node if activation is None else None
+    if bias_add is not None and not _is_nhwc(bias_add):
+        return False
     if bias_add is not None and graph.sole_input(node.name):
         user = graph.nodes[graph.users[node.name][0]]
         if user.op in FUSED_ACTIVATIONS:
             return False  # fused with its activation, from there
     if activation is not None:
         before = graph.nodes.get(node_name(node.input[0]))
-        if before is not None and before.op == "BiasAdd" and graph.sole_input(before.name):
+        if before is not None and before.op == "BiasAdd" and _is_nhwc(before) and graph.sole_input(before.name):
             bias_add = before
     first = bias_add.input[0] if bias_add is not None else node.input[0]
     contraction = graph.nodes.get(node_name(first))

@@ -38,7 +38,7 @@ class Traced:
     keep_alive: List[Any] = field(default_factory=list, repr=False)  # the model the function captures
 
 
-def import_tensorflow():
+def import_tensorflow() -> Any:
     """TensorFlow, or a GraphError saying how to install it (imported only when converting)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
@@ -201,7 +201,7 @@ def trace_saved_model(path: Path, signature: Optional[str] = None, tags: Optiona
     return Traced(function, input_keys, output_keys, f"TensorFlow {version}", dict_outputs, str(path), [loaded])
 
 
-def load_model_file(path: Path):
+def load_model_file(path: Path) -> Any:
     """A Keras 3 model from a .keras file, or a tf_keras / Keras 2 whole model from an .h5 file."""
     import_tensorflow()
     module, what = ("keras", "Keras 3") if path.suffix == ".keras" else ("tf_keras", "tf_keras")
