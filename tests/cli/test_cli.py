@@ -84,9 +84,10 @@ def _model(tmp_path):
 def test_quantize_inspect_verify(tmp_path):
     src = _model(tmp_path)
     out = tmp_path / "out"
-    run = qshard("quantize", str(src), str(out), "--uint8", "--float16", "dense/bias", "--keep", "nomatch")
+    run = qshard("quantize", str(src), str(out), "--uint8", "--float16", "dense/bias", "--keep", "nomatch",
+                 "--allow-unmatched")
     assert run.returncode == 0, run.stderr
-    assert "pattern 'nomatch' matches no weight" in run.stderr
+    assert "pattern 'nomatch' matches no weight (--allow-unmatched)" in run.stderr
     assert "3 weights (1 -> float16, 1 -> uint8)" in run.stdout
     doc = json.loads((out / "model.json").read_text())
     stored = {w["name"]: w.get("quantization", {}).get("dtype") for w in doc["weightsManifest"][0]["weights"]}

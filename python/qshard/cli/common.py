@@ -63,7 +63,7 @@ def say(report, output, quiet: bool) -> None:
     """What a conversion did: warnings on stderr, the summary on stdout (unless quiet)."""
     from qshard.formats.summary import human
     for pattern in report.unmatched_patterns:
-        print(f"qshard: warning: pattern {pattern!r} matches no weight", file=sys.stderr)
+        print(f"qshard: warning: pattern {pattern!r} matches no weight (--allow-unmatched)", file=sys.stderr)
     for k in report.kept:
         print(f"qshard: kept {k.name!r} as stored instead of {k.asked}: it {k.reason}", file=sys.stderr)
     if not quiet:
@@ -80,11 +80,31 @@ def progress(quiet: bool):
         return None
     return lambda text: print(f"\r\033[K  {text}", end="", file=sys.stderr, flush=True)
 
+class PatternList(argparse.Action):
+    """A pattern flag's values, each also read as tensorflowjs_converter's comma list."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from qshard.errors import PatternError
+        from qshard.formats.patterns import split_list
+        try:
+            setattr(namespace, self.dest, [p for value in values for p in split_list(value)])
+        except PatternError as error:
+            raise argparse.ArgumentError(self, str(error)) from None
+
+
+PATTERN_NOTE = ("PAT is an fnmatch wildcard over weight names; several may follow one flag, separated by spaces "
+                "or commas as tensorflowjs_converter takes them ('conv/*,dense/*'); [,] matches a literal comma. "
+                "A pattern that matches no weight is an error unless --allow-unmatched.")
+
+
 def dtype_flags(parser: argparse.ArgumentParser, keep_help: str) -> None:
-    """--uint8/--uint16/--float16/--keep patterns and --shard-size, as quantize and convert take them."""
+    """--uint8/--uint16/--float16/--keep patterns, --allow-unmatched and --shard-size, as quantize and
+    convert take them."""
     for dtype in ("uint8", "uint16", "float16"):
-        parser.add_argument(f"--{dtype}", nargs="*", metavar="PAT",
+        parser.add_argument(f"--{dtype}", nargs="*", metavar="PAT", action=PatternList,
                             help=f"weights to store as {dtype} (no pattern: all weights not matched otherwise)")
-    parser.add_argument("--keep", nargs="+", metavar="PAT", help=keep_help)
+    parser.add_argument("--keep", nargs="+", metavar="PAT", action=PatternList, help=keep_help)
+    parser.add_argument("--allow-unmatched", action="store_true",
+                        help="write even if a pattern matches no weight (a warning instead of an error)")
     parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="BYTES",
                         help=f"shard size in bytes (default {DEFAULT_SHARD_SIZE}, what browsers cache)")

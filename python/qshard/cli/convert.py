@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from qshard.cli.common import dtype_flags, say
+from qshard.cli.common import PATTERN_NOTE, dtype_flags, say
 from qshard.errors import GraphError
 
 # --metadata NAME:FILE (the official converter's form), or a FILE holding the whole object.
@@ -64,7 +64,8 @@ def run(args) -> int:
             raise GraphError(f"{', '.join(given)}: only with --to graph")
         from qshard.keras.convert import save_web_model
         report = save_web_model(args.input, args.output, uint8=args.uint8, uint16=args.uint16, float16=args.float16,
-                                keep=args.keep, shard_size=args.shard_size, force=args.force)
+                                keep=args.keep, shard_size=args.shard_size, force=args.force,
+                                allow_unmatched=args.allow_unmatched)
         say(report, args.output, args.quiet)
         return 0
     from qshard.graph import convert_to_graph_model
@@ -72,7 +73,8 @@ def run(args) -> int:
     report = convert_to_graph_model(args.input, args.output, signature=args.signature, tags=tags,
                                     uint8=args.uint8, uint16=args.uint16, float16=args.float16, keep=args.keep,
                                     shard_size=args.shard_size, metadata=read_metadata(args.metadata),
-                                    structured_outputs=args.structured_outputs, force=args.force)
+                                    structured_outputs=args.structured_outputs, force=args.force,
+                                    allow_unmatched=args.allow_unmatched)
     say(report, args.output, args.quiet)
     if not args.quiet:
         rewritten = ", ".join(f"{op} x{n}" for op, n in sorted(report.rewritten.items()))
@@ -97,7 +99,7 @@ def register(commands) -> None:
                     "(pip install \"qshard[convert]\"), not tensorflowjs. --to layers (the default for Keras "
                     "files) writes a tfjs-layers model; a layer tfjs-layers cannot compute as Keras does is an "
                     "error naming it.",
-        epilog="examples: qshard convert saved_model_dir web_model --uint8   |   "
+        epilog=PATTERN_NOTE + " Examples: qshard convert saved_model_dir web_model --uint8   |   "
                "qshard convert model.keras web_model --to graph --float16 --metadata labels:labels.json")
     parser.add_argument("input", metavar="MODEL", help="a .keras file, a whole-model .h5 (Keras 2 / tf_keras), "
                                                        "or a SavedModel folder")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from qshard.cli.common import Bar, dtype_flags, say, test_pause
+from qshard.cli.common import PATTERN_NOTE, Bar, dtype_flags, say, test_pause
 from qshard.formats.sources import KINDS
 
 
@@ -17,7 +17,7 @@ def run(args) -> int:
         report = tfjs.quantize_model(args.input, args.output, uint8=args.uint8, uint16=args.uint16,
                                      float16=args.float16, keep=args.keep, shard_size=args.shard_size,
                                      force=args.force, threads=args.threads, progress=test_pause(bar),
-                                     kind=args.kind)
+                                     kind=args.kind, allow_unmatched=args.allow_unmatched)
     finally:
         bar.close()
     say(report, args.output, args.quiet)
@@ -32,7 +32,7 @@ def register(commands) -> None:
                     "patterns takes every weight no other pattern matched. Only float32 weights are quantized; "
                     "every other weight and every model.json key is copied unchanged. Put the flags after IN and "
                     "OUT. The output appears only when complete.",
-        epilog="example: qshard quantize web_model out --uint8 --float16 'dense_1/*' --keep 'conv1/*'")
+        epilog=PATTERN_NOTE + " Example: qshard quantize web_model out --uint8 --float16 'dense_1/*' --keep 'conv1/*'")
     parser.add_argument("input", metavar="IN", help="tfjs model folder / model.json / weights_manifest.json, "
                                                    ".safetensors, .npz or a folder of .npy, Keras .h5")
     parser.add_argument("output", metavar="OUT", help="output folder (must not exist unless --force)")

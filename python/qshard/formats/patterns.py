@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import Dict, Iterable, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from qshard.errors import PatternError
 
@@ -52,10 +52,46 @@ def resolve(names: Iterable[str], uint8: Patterns = None, uint16: Patterns = Non
     return target
 
 
+def split_list(text: str) -> List[str]:
+    """tensorflowjs_converter's comma list ('conv/*,dense/*') as its patterns. A comma inside a
+    bracket class is part of its pattern, so 'block[,]1/*' still addresses a name holding a comma."""
+    out, start, i = [], 0, 0
+    while i < len(text):
+        if text[i] == "[":
+            # fnmatch's class: a ']' right after '[' or '[!' is literal; an unclosed '[' is literal.
+            j = i + 1 + (text[i + 1:i + 2] == "!")
+            j = text.find("]", j + (text[j:j + 1] == "]"))
+            if j >= 0:
+                i = j
+        elif text[i] == ",":
+            out.append(text[start:i])
+            start = i + 1
+        i += 1
+    out.append(text[start:])
+    if "" in out:
+        raise PatternError(f"{text!r}: an empty pattern in a comma list (write a literal comma as [,])")
+    return out
+
+
 def unmatched(names: Iterable[str], *pattern_lists: Optional[Sequence[str]]):
     """Patterns (from the given lists) that match no weight: usually a typo worth a warning."""
     names = list(names)
     return [p for pats in pattern_lists for p in (_as_list(pats) or []) if not fnmatch.filter(names, p)]
+
+
+def check_matched(names: Sequence[str], source: str, allow: bool, **flags: Patterns) -> List[str]:
+    """The patterns that match no weight, as 'PATTERN (--flag)'; unless `allow`, a PatternError
+    naming them: a pattern that matches nothing is a typo, and the model written would not be
+    what was asked."""
+    missing: List[Tuple[str, str]] = [(flag, p) for flag, pats in flags.items() for p in unmatched(names, pats)]
+    if missing and not allow:
+        listed = ", ".join(f"{p!r} (--{flag})" for flag, p in missing)
+        sample = ", ".join(repr(n) for n in list(names)[:3]) + (", ..." if len(names) > 3 else "")
+        raise PatternError(f"{source}: {'pattern' if len(missing) == 1 else 'patterns'} {listed} "
+                           f"{'matches' if len(missing) == 1 else 'match'} no weight; nothing written. Its "
+                           f"weights are named like {sample or '(none)'} (qshard inspect lists them); "
+                           f"--allow-unmatched (allow_unmatched=True) writes anyway")
+    return [p for _, p in missing]
 
 
 def explicitly_matched(names: Iterable[str], *pattern_args: Patterns) -> set:

@@ -190,19 +190,23 @@ def quantize_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
                    uint8: patterns.Patterns = None, uint16: patterns.Patterns = None,
                    float16: patterns.Patterns = None, keep: patterns.Patterns = None,
                    shard_size: int = DEFAULT_SHARD_SIZE, force: bool = False, threads: Optional[int] = None,
-                   progress: Progress = None, kind: Optional[str] = None) -> QuantizeReport:
+                   progress: Progress = None, kind: Optional[str] = None,
+                   allow_unmatched: bool = False) -> QuantizeReport:
     """Re-quantize a web model (float or already quantized) into out_dir: the weights the patterns
     select get the new dtype, every other weight and every other model.json key stay as they were.
     Other inputs (kind 'safetensors', 'npz', 'h5', or guessed from the path) become a weights
-    manifest and shards (convert_source)."""
+    manifest and shards (convert_source). A pattern that matches no weight is a PatternError
+    (nothing written) unless allow_unmatched."""
     check_shard_size(shard_size)
     kind = kind or sources.guess_kind(src)
     if kind != "tfjs":
         return convert_source(src, out_dir, kind=kind, uint8=uint8, uint16=uint16, float16=float16, keep=keep,
-                              shard_size=shard_size, force=force, threads=threads, progress=progress)
+                              shard_size=shard_size, force=force, threads=threads, progress=progress,
+                              allow_unmatched=allow_unmatched)
     model = WebModel(src)
     specs = model.specs
-    report, targets = QuantizeReport.plan([s.name for s in specs], out_dir, uint8, uint16, float16, keep)
+    report, targets = QuantizeReport.plan([s.name for s in specs], out_dir, uint8, uint16, float16, keep,
+                                          str(model.file.path), allow_unmatched)
     report.bytes_in = sum(loc.nbytes for loc in model.shards.where.values())
     shards = model.shards
     groups = []
@@ -239,7 +243,8 @@ def quantize_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
 
 def convert_source(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *, kind: Optional[str] = None,
                    uint8=None, uint16=None, float16=None, keep=None, shard_size: int = DEFAULT_SHARD_SIZE,
-                   force: bool = False, threads: Optional[int] = None, progress=None) -> QuantizeReport:
+                   force: bool = False, threads: Optional[int] = None, progress=None,
+                   allow_unmatched: bool = False) -> QuantizeReport:
     """Convert a safetensors / npz / npy-folder / h5 model into a tfjs weights manifest and shards
     (one group, tensors in file order), quantizing as asked; memory stays at a few chunks and one
     shard whatever the model's size."""
@@ -250,7 +255,8 @@ def convert_source(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
         duplicate = first_duplicate(names)
         if duplicate is not None:
             raise SourceError(f"{src}: duplicate tensor name {duplicate!r}")
-        report, targets = QuantizeReport.plan(names, out_dir, uint8, uint16, float16, keep)
+        report, targets = QuantizeReport.plan(names, out_dir, uint8, uint16, float16, keep, str(src),
+                                              allow_unmatched)
         items = []
         for t in source.tensors:
             dtype = sources.tfjs_dtype(t.dtype)

@@ -73,12 +73,16 @@ class QuantizeReport:
     _explicit: Set[str] = field(default_factory=set, repr=False)  # names a pattern (not a bare flag) matched
 
     @classmethod
-    def plan(cls, names: List[str], out_dir, uint8, uint16, float16, keep) -> Tuple["QuantizeReport", Dict[str, str]]:
-        """An empty report for these weights and the dtype the patterns ask for each."""
-        report = cls(Path(out_dir), len(names),
-                     unmatched_patterns=patterns.unmatched(names, uint8, uint16, float16, keep),
+    def plan(cls, names: List[str], out_dir, uint8, uint16, float16, keep, source: str = "the model",
+             allow_unmatched: bool = False) -> Tuple["QuantizeReport", Dict[str, str]]:
+        """An empty report for these weights and the dtype the patterns ask for each; a PatternError
+        if a pattern matches no weight of `source`, unless allow_unmatched."""
+        targets = patterns.resolve(names, uint8, uint16, float16, keep)
+        unmatched = patterns.check_matched(names, source, allow_unmatched, uint8=uint8, uint16=uint16,
+                                           float16=float16, keep=keep)
+        report = cls(Path(out_dir), len(names), unmatched_patterns=unmatched,
                      _explicit=patterns.explicitly_matched(names, uint8, uint16, float16))
-        return report, patterns.resolve(names, uint8, uint16, float16, keep)
+        return report, targets
 
     def decide(self, name: str, dtype: str, asked: Optional[str], stored: Optional[str] = None) -> Optional[str]:
         """The dtype to write a weight as (None: as it is), noted in the report: only float32

@@ -30,11 +30,12 @@ def convert_to_graph_model(src: Union[str, os.PathLike, Any], out_dir: Union[str
                            uint8=None, uint16=None, float16=None, keep=None,
                            shard_size: int = DEFAULT_SHARD_SIZE, metadata: Optional[dict] = None,
                            structured_outputs: bool = False, force: bool = False,
-                           threads: Optional[int] = None, progress=None) -> GraphReport:
+                           threads: Optional[int] = None, progress=None, allow_unmatched: bool = False) -> GraphReport:
     """Convert a Keras model (object, .keras, .h5) or a SavedModel folder into a tfjs graph model
     in out_dir, weights quantized per the patterns (fnmatch over the weight names, which are the
-    graph's Const node names). `structured_outputs` makes tfjs's predict return a dict keyed by
-    the signature's output names (the function must return a dict)."""
+    graph's Const node names; one that matches nothing is an error unless allow_unmatched).
+    `structured_outputs` makes tfjs's predict return a dict keyed by the signature's output names
+    (the function must return a dict)."""
     from qshard.graph import freeze, fuse, ops, trace, write
     check_shard_size(shard_size)
     out = Path(out_dir)
@@ -61,7 +62,8 @@ def convert_to_graph_model(src: Union[str, os.PathLike, Any], out_dir: Union[str
     report = write.write_graph_model(graph_def, inputs, outputs, out, generated_by=traced.generated_by,
                                      uint8=uint8, uint16=uint16, float16=float16, keep=keep,
                                      shard_size=shard_size, force=force, threads=threads,
-                                     metadata=metadata or None, progress=progress)
+                                     metadata=metadata or None, progress=progress, source=str(traced.source),
+                                     allow_unmatched=allow_unmatched)
     report.ops = dict(op_counts)
     report.rewritten = rewritten
     report.optimized = optimized

@@ -80,12 +80,15 @@ def _signature(inputs: List[Endpoint], outputs: List[Endpoint]) -> dict:
 def write_graph_model(graph_def, inputs: List[Endpoint], outputs: List[Endpoint], out_dir: Union[str, os.PathLike],
                       *, generated_by: str, uint8=None, uint16=None, float16=None, keep=None,
                       shard_size: int = DEFAULT_SHARD_SIZE, force: bool = False, threads: Optional[int] = None,
-                      metadata: Optional[dict] = None, progress=None) -> GraphReport:
+                      metadata: Optional[dict] = None, progress=None, source: str = "the model",
+                      allow_unmatched: bool = False) -> GraphReport:
     """Write the graph (its Const values become the weights) as a tfjs graph model into out_dir;
-    returns a GraphReport with the weight fields filled in."""
+    returns a GraphReport with the weight fields filled in. A pattern that matches no weight of
+    `source` is an error unless allow_unmatched."""
     from google.protobuf.json_format import MessageToDict
     weights = extract_weights(graph_def)
-    report, targets = GraphReport.plan([n for n, _ in weights], out_dir, uint8, uint16, float16, keep)
+    report, targets = GraphReport.plan([n for n, _ in weights], out_dir, uint8, uint16, float16, keep, source,
+                                       allow_unmatched)
     topology = MessageToDict(graph_def)
     # protobuf's maps have no order: sort node attributes so one graph always gives the same bytes.
     for node in topology.get("node", []) + [n for f in topology.get("library", {}).get("function", [])

@@ -27,11 +27,11 @@ from qshard.keras.load import load_model_parts
 
 def save_web_model(model, out_dir: Union[str, os.PathLike], *, uint8=None, uint16=None, float16=None, keep=None,
                    shard_size: int = DEFAULT_SHARD_SIZE, force: bool = False, threads: Optional[int] = None,
-                   progress=None, targets: Optional[Dict[str, str]] = None):
+                   progress=None, targets: Optional[Dict[str, str]] = None, allow_unmatched: bool = False):
     """Write a Keras model (object, .keras or .h5 path) as a tfjs layers model into out_dir:
     model.json (Keras-2-style topology) + shards, weights quantized per the patterns (fnmatch over
-    the tfjs weight names, e.g. 'dense/*'), or per `targets` (tfjs name -> dtype) when given.
-    Returns a qshard.tfjs.QuantizeReport."""
+    the tfjs weight names, e.g. 'dense/*'; one that matches nothing is an error unless
+    allow_unmatched), or per `targets` (tfjs name -> dtype) when given. Returns a qshard.tfjs.QuantizeReport."""
     from qshard.formats.webmodel import QuantizeReport, write_model
     check_shard_size(shard_size)
     topology, weights, generated_by = load_model_parts(model)
@@ -46,7 +46,8 @@ def save_web_model(model, out_dir: Union[str, os.PathLike], *, uint8=None, uint1
         report, _ = QuantizeReport.plan(names, out_dir, None, None, None, None)
         targets = {n: d for n, d in targets.items() if d != "float32"}
     else:
-        report, targets = QuantizeReport.plan(names, out_dir, uint8, uint16, float16, keep)
+        source = str(model) if isinstance(model, (str, os.PathLike)) else "the Keras model"
+        report, targets = QuantizeReport.plan(names, out_dir, uint8, uint16, float16, keep, source, allow_unmatched)
     document = {"format": "layers-model", "generatedBy": generated_by, "convertedBy": f"qshard {__version__}",
                 "modelTopology": topology}
     return write_model(document, weights, out_dir, report, targets, shard_size=shard_size, force=force,

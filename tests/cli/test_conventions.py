@@ -1,0 +1,71 @@
+"""The conventions users bring from tensorflowjs_converter and from other tools, at the command line
+(exit code and message): comma lists of patterns, patterns that match nothing, model JSONs of any
+name, full weight names in tables, honest wording and early checks in `bench --browser`, extras that
+bring what their command needs, and re-quantizing to a wider dtype."""
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qshard import cli, example, tfjs
+
+ROOT = Path(__file__).resolve().parents[2]
+LONG = "StatefulPartitionedCall/mobilenetv2_0.35_224/block_16_project_BN/FusedBatchNormV3/ReadVariableOp"
+
+
+def stored(model_json: Path):
+    doc = json.loads(model_json.read_text())
+    return {w["name"]: w.get("quantization", {}).get("dtype") for g in doc["weightsManifest"] for w in g["weights"]}
+
+
+@pytest.fixture
+def model(tmp_path):
+    """A graph-model folder whose JSON is not named model.json, with a long name and a comma in a name."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "faceres"
+    folder.mkdir()
+    manifest = tfjs.write_weights([[("conv/kernel", rng.standard_normal((3, 3, 2, 4)).astype(np.float32)),
+                                    ("dense/kernel", rng.standard_normal((8, 4)).astype(np.float32)),
+                                    ("odd,name", rng.standard_normal(5).astype(np.float32)),
+                                    (LONG, rng.standard_normal((6, 3)).astype(np.float32))]],
+                                  folder, write_manifest=False)
+    (folder / "faceres-deep.json").write_text(json.dumps({"format": "graph-model", "modelTopology": {},
+                                                          "weightsManifest": manifest}))
+    return folder / "faceres-deep.json"
+
+
+def test_comma_lists_are_patterns_as_in_tensorflowjs_converter(model, tmp_path, capsys):
+    assert cli.main(["quantize", str(model), str(tmp_path / "a"), "--uint8", "conv/*,dense/*",
+                     "--float16", "odd[,]name"]) == 0
+    assert stored(tmp_path / "a" / "faceres-deep.json") == {"conv/kernel": "uint8", "dense/kernel": "uint8",
+                                                           "odd,name": "float16", LONG: None}
+    # --keep too, and a value given with '=' as the converter's flags are written.
+    assert cli.main(["quantize", str(model), str(tmp_path / "b"), "--uint16", "--keep=conv/*,odd?name"]) == 0
+    assert stored(tmp_path / "b" / "faceres-deep.json") == {"conv/kernel": None, "dense/kernel": "uint16",
+                                                           "odd,name": None, LONG: "uint16"}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["quantize", str(model), str(tmp_path / "c"), "--uint8", "conv/*,"])
+    assert stop.value.code == 2
+    assert "an empty pattern in a comma list" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_pattern_that_matches_nothing_is_an_error_unless_allowed(model, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["quantize", str(model), str(out), "--uint8", "conv/*,dens/*"]) == 2
+    err = capsys.readouterr().err
+    assert "pattern 'dens/*' (--uint8) matches no weight; nothing written" in err and "--allow-unmatched" in err
+    assert "'conv/*'" not in err and err.count("\n") == 1
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["faceres"]  # no temporary left
+    assert cli.main(["quantize", str(model), str(out), "--uint8", "--keep", "clasifier/*"]) == 2
+    assert "'clasifier/*' (--keep)" in capsys.readouterr().err and not out.exists()
+
+    assert cli.main(["quantize", str(model), str(out), "--uint8", "conv/*,dens/*", "--allow-unmatched"]) == 0
+    assert "pattern 'dens/*' matches no weight" in capsys.readouterr().err
+    assert stored(out / "faceres-deep.json")["conv/kernel"] == "uint8"
+
+
