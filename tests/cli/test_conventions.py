@@ -69,3 +69,31 @@ def test_a_pattern_that_matches_nothing_is_an_error_unless_allowed(model, tmp_pa
     assert stored(out / "faceres-deep.json")["conv/kernel"] == "uint8"
 
 
+def test_a_model_json_of_any_name_is_found_in_its_folder(model, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["quantize", str(model.parent), str(out), "--uint8"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["faceres-deep.json", "group1-shard1of1.bin"]
+    for argv in (["inspect", str(out), "--no-gzip"], ["inspect", str(out), "--against", str(model.parent)],
+                 ["verify", str(out)], ["report", str(out), "-o", str(tmp_path / "r.html")],
+                 ["quantize", str(out), str(tmp_path / "again"), "--float16", "--allow-unmatched"]):
+        assert cli.main(argv) == 0, argv
+    text = capsys.readouterr().out
+    assert "ok: " + str(out / "faceres-deep.json") in text and (tmp_path / "r.html").stat().st_size > 1000
+
+
+def test_a_folder_with_several_model_jsons_names_them(model, tmp_path, capsys):
+    folder = model.parent
+    (folder / "faceres-lite.json").write_bytes(model.read_bytes())
+    (folder / "metadata.json").write_text('{"labels": ["a", "b"]}')  # not a model: not counted
+    listing = f"{folder}: this folder holds 2 model JSONs (faceres-deep.json, faceres-lite.json); name the one"
+    for argv in (["inspect", str(folder)], ["quantize", str(folder), str(tmp_path / "o"), "--uint8"]):
+        assert cli.main(argv) == 2
+        assert listing in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert cli.main(["verify", str(folder)]) == 1  # verify's own contract: problems exit 1
+    assert listing in capsys.readouterr().out
+    assert cli.main(["inspect", str(folder / "faceres-lite.json"), "--no-gzip"]) == 0
+    (folder / "faceres-deep.json").unlink()
+    (folder / "faceres-lite.json").unlink()
+    assert cli.main(["inspect", str(folder)]) == 2
+    assert "no model JSON in this folder" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import time
 
 from qshard.formats.writer import DEFAULT_SHARD_SIZE
 
-MODEL_HELP = "model folder, model.json or weights_manifest.json"
+MODEL_HELP = "a model folder (holding one model JSON, whatever its name) or the JSON file"
 
 
 class Bar:

@@ -177,14 +177,43 @@ def parse_manifest(manifest: Any, source: str = "manifest") -> List[Group]:
     return groups
 
 
+def _looks_like_model_json(path: Path) -> bool:
+    """A cheap look (no parse): a JSON object naming a weightsManifest, or a list of weight groups."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    head = data.lstrip()[:1]
+    if head == b"{":
+        return b'"weightsManifest"' in data
+    return head == b"[" and b'"paths"' in data and b'"weights"' in data
+
+
+def model_files(folder: Union[str, os.PathLike]) -> List[Path]:
+    """The model JSONs in a folder: model.json and weights_manifest.json by name (even when broken,
+    so that the problem is reported), and every other .json holding a weights manifest."""
+    folder = Path(folder)
+    try:
+        jsons = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".json" and p.is_file())
+    except OSError as error:
+        raise ManifestError(f"{folder}: cannot list the folder: {error.strerror or error}") from None
+    return [p for p in jsons if p.name in (MODEL_NAME, MANIFEST_NAME) or _looks_like_model_json(p)]
+
+
 def find_model_file(path: Union[str, os.PathLike]) -> Path:
-    """The JSON file of a web model given the file or its folder."""
+    """The JSON file of a web model given the file or its folder; a folder must hold exactly one
+    model JSON (whatever its name, e.g. faceres-deep.json)."""
     p = Path(path)
     if p.is_dir():
-        for name in (MODEL_NAME, MANIFEST_NAME):
-            if (p / name).is_file():
-                return p / name
-        raise ManifestError(f"{p}: no {MODEL_NAME} or {MANIFEST_NAME} in this folder")
+        found = model_files(p)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise ManifestError(f"{p}: no model JSON in this folder (a {MODEL_NAME}, a {MANIFEST_NAME}, or any "
+                                f".json with a weightsManifest)")
+        names = ", ".join(f.name for f in found)
+        raise ManifestError(f"{p}: this folder holds {len(found)} model JSONs ({names}); name the one you mean, "
+                            f"e.g. {found[0]}")
     if not p.exists():
         raise ManifestError(f"{p}: no such file or folder")
     return p

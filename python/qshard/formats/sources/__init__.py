@@ -126,14 +126,15 @@ def register(kind: str, opener: Opener) -> None:
 
 
 def guess_kind(path: Union[str, os.PathLike]) -> str:
-    """The source kind from the path: a folder with model.json / weights_manifest.json or such a
-    file is tfjs; .safetensors; .npz or a folder of .npy; .h5 / .hdf5 / .keras weights."""
+    """The source kind from the path: a folder with a model JSON (model.json, weights_manifest.json
+    or any .json holding a weights manifest) or such a file is tfjs; .safetensors; .npz or a folder
+    of .npy; .h5 / .hdf5 / .keras weights."""
     p = Path(path)
     if not p.exists():
         raise SourceError(f"{p}: no such file or folder")
     name = p.name.lower()
     if p.is_dir():
-        if (p / mf.MODEL_NAME).is_file() or (p / mf.MANIFEST_NAME).is_file():
+        if mf.model_files(p):
             return "tfjs"
         if any(p.rglob("*.npy")):
             return "npz"
@@ -145,8 +146,8 @@ def guess_kind(path: Union[str, os.PathLike]) -> str:
         return "npz"
     elif name.endswith((".h5", ".hdf5")):
         return "h5"
-    raise SourceError(f"{p}: cannot tell what kind of model this is; supported: a tfjs web model (folder, "
-                      f"model.json or weights_manifest.json), .safetensors, .npz or a folder of .npy, "
+    raise SourceError(f"{p}: cannot tell what kind of model this is; supported: a tfjs web model (a folder "
+                      f"holding one model JSON, or the JSON file), .safetensors, .npz or a folder of .npy, "
                       f"Keras .h5 / .weights.h5 (give --from {'|'.join(KINDS)})")
 
 
