@@ -97,3 +97,12 @@ def test_a_folder_with_several_model_jsons_names_them(model, tmp_path, capsys):
     (folder / "faceres-lite.json").unlink()
     assert cli.main(["inspect", str(folder)]) == 2
     assert "no model JSON in this folder" in capsys.readouterr().err
+
+
+def test_inspect_error_prints_full_weight_names(model, capsys):
+    assert cli.main(["inspect", str(model), "--error", "--no-gzip"]) == 0
+    tables = capsys.readouterr().out
+    error_table = tables.split("error each weight would get")[1]
+    assert LONG in error_table and LONG in tables.split("error each weight would get")[0]
+    row = next(line for line in error_table.splitlines() if line.startswith(LONG))
+    assert re.match(re.escape(LONG) + r" +18 ", row)  # the size column follows the whole name

@@ -128,7 +128,8 @@ def format_errors(rows: List[TensorError], dtypes=DTYPES) -> str:
         return (s is None, s if s is not None else 0.0)
     def db(v: Optional[float]) -> str:
         return "-" if v is None else ("inf" if v == math.inf else ("-inf" if v == -math.inf else f"{v:.1f}"))
-    head = (f"{'weight':<40} {'size':>10}" + "".join(f" {d + ' dB':>11} {d + ' max|e|':>15}" for d in dtypes)
+    width = max([len("weight")] + [len(r.name) for r in rows])  # full names: graph models share long prefixes
+    head = (f"{'weight':<{width}} {'size':>10}" + "".join(f" {d + ' dB':>11} {d + ' max|e|':>15}" for d in dtypes)
             + f" {'uint8 worst channel dB':>23}")
     lines = [head, "-" * len(head)]
     for r in sorted(rows, key=key):
@@ -140,5 +141,5 @@ def format_errors(rows: List[TensorError], dtypes=DTYPES) -> str:
             else:
                 cells += f" {'-':>11} {'-':>15}"
         cells += f" {db(r.channel_sqnr('uint8')):>23}"
-        lines.append(f"{r.name[:40]:<40} {r.size:>10}{cells}" + (f"  ({r.note})" if r.note else ""))
+        lines.append(f"{r.name:<{width}} {r.size:>10}{cells}" + (f"  ({r.note})" if r.note else ""))
     return "\n".join(lines)
