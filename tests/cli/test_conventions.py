@@ -106,3 +106,19 @@ def test_inspect_error_prints_full_weight_names(model, capsys):
     assert LONG in error_table and LONG in tables.split("error each weight would get")[0]
     row = next(line for line in error_table.splitlines() if line.startswith(LONG))
     assert re.match(re.escape(LONG) + r" +18 ", row)  # the size column follows the whole name
+
+
+def test_requantizing_uint8_to_a_wider_dtype_says_so(model, tmp_path, capsys):
+    assert cli.main(["quantize", str(model), str(tmp_path / "u8"), "--uint8"]) == 0
+    capsys.readouterr()
+    assert cli.main(["quantize", str(tmp_path / "u8"), str(tmp_path / "f16"), "--float16", "conv/*",
+                     "--uint16", "dense/*"]) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if "re-quantized" in line]
+    assert len(warning) == 1 and "2 weight(s) already stored as uint8 re-quantized to float16/uint16" in warning[0]
+    assert "doubles their bytes and cannot restore the accuracy" in warning[0]
+    assert "'conv/kernel', 'dense/kernel'" in warning[0] and "odd,name" not in warning[0]
+    # The same dtype again, or a float32 original: nothing to say.
+    assert cli.main(["quantize", str(tmp_path / "u8"), str(tmp_path / "u8b"), "--uint8"]) == 0
+    assert cli.main(["quantize", str(model), str(tmp_path / "f"), "--float16"]) == 0
+    assert "re-quantized" not in capsys.readouterr().err

@@ -64,6 +64,12 @@ def say(report, output, quiet: bool) -> None:
     from qshard.formats.summary import human
     for pattern in report.unmatched_patterns:
         print(f"qshard: warning: pattern {pattern!r} matches no weight (--allow-unmatched)", file=sys.stderr)
+    if report.widened:
+        pairs = sorted({(old, new) for _, old, new in report.widened})
+        print(f"qshard: warning: {len(report.widened)} weight(s) already stored as "
+              f"{'/'.join(sorted({old for old, _ in pairs}))} re-quantized to {'/'.join(sorted({new for _, new in pairs}))}: "
+              f"this doubles their bytes and cannot restore the accuracy the narrower codes lost (quantize "
+              f"the float32 original instead): {', '.join(repr(name) for name, _, _ in report.widened)}", file=sys.stderr)
     for k in report.kept:
         print(f"qshard: kept {k.name!r} as stored instead of {k.asked}: it {k.reason}", file=sys.stderr)
     if not quiet:

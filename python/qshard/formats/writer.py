@@ -70,6 +70,9 @@ class QuantizeReport:
     bytes_in: int = 0
     bytes_out: int = 0
     unmatched_patterns: List[str] = field(default_factory=list)
+    # (name, stored, new): already-quantized weights re-quantized to a wider dtype, which costs bytes
+    # and cannot bring back what the narrower codes lost.
+    widened: List[Tuple[str, str, str]] = field(default_factory=list)
     _explicit: Set[str] = field(default_factory=set, repr=False)  # names a pattern (not a bare flag) matched
 
     @classmethod
@@ -94,6 +97,8 @@ class QuantizeReport:
                 self.kept.append(Kept(name, asked, f"is {dtype}; only float32 weights are quantized"))
             return None
         self.changed[name] = asked
+        if stored in dtypes.QUANT_ITEMSIZE and dtypes.QUANT_ITEMSIZE[asked] > dtypes.QUANT_ITEMSIZE[stored]:
+            self.widened.append((name, stored, asked))
         return asked
 
     def written(self, groups, kept: List[Kept]) -> None:
