@@ -21,6 +21,7 @@ from typing import Dict, Iterable, Optional, Union
 import numpy as np
 
 from qshard.errors import TFLiteError
+from qshard.optional import require
 from qshard.formats.writer import write_file_atomically
 
 MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
@@ -31,12 +32,7 @@ CALIBRATED = ("int8", "int16x8")
 
 def _tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise TFLiteError('TFLite conversion needs TensorFlow: pip install "qshard[tflite]" '
-                          '(or pip install tensorflow)') from None
-    return tf
+    return require("tensorflow", "tflite", "TFLite conversion", TFLiteError)
 
 
 def load_inputs(path: Union[str, os.PathLike], key: str = "x") -> np.ndarray:
@@ -64,7 +60,7 @@ def _converter(tf, model):
         if p.suffix != ".keras":
             raise TFLiteError(f"{p}: expected a .keras file or a SavedModel folder")
         from qshard.keras.load import load_keras_file
-        model = load_keras_file(p)
+        model = load_keras_file(p, "tflite", "converting a .keras file to TFLite")
     return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
@@ -145,8 +141,9 @@ def write(model, out_dir: Union[str, os.PathLike], modes: Iterable[str] = MODES,
           representative: Optional[np.ndarray] = None) -> Dict[str, Path]:
     """Write model.<mode>.tflite files into out_dir (created; existing files replaced)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for mode in modes:
-        paths[mode] = write_file_atomically(out / f"model.{mode}.tflite", convert(model, mode, representative))
+        flatbuffer = convert(model, mode, representative)
+        out.mkdir(parents=True, exist_ok=True)  # only once something converted: no empty folder on error
+        paths[mode] = write_file_atomically(out / f"model.{mode}.tflite", flatbuffer)
     return paths

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from qshard import cli, example, tfjs
+from support.hide import run_without
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG = "StatefulPartitionedCall/mobilenetv2_0.35_224/block_16_project_BN/FusedBatchNormV3/ReadVariableOp"
@@ -122,3 +123,40 @@ def test_requantizing_uint8_to_a_wider_dtype_says_so(model, tmp_path, capsys):
     assert cli.main(["quantize", str(tmp_path / "u8"), str(tmp_path / "u8b"), "--uint8"]) == 0
     assert cli.main(["quantize", str(model), str(tmp_path / "f"), "--float16"]) == 0
     assert "re-quantized" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("hidden,argv,names", [
+    ({"tensorflow"}, ["convert", "{tmp}/m.keras", "{tmp}/out"], ("'tensorflow'", "qshard[keras]", "'keras'")),
+    ({"keras"}, ["convert", "{tmp}/m.keras", "{tmp}/out"], ("module 'keras'", "qshard[keras]")),
+    ({"sklearn"}, ["eval", "--demo", "--tflite", "none"], ("module 'sklearn'", "qshard[eval]")),
+    ({"tensorflow"}, ["tflite", "{tmp}/m.keras", "{tmp}/out"], ("'tensorflow'", "qshard[tflite]")),
+    ({"h5py"}, ["quantize", "{tmp}/w.h5", "{tmp}/out", "--uint8"], ("module 'h5py'", "qshard[h5]")),
+    ({"matplotlib"}, ["report", "{tmp}/m", "-o", "{tmp}/r.html"], ("module 'matplotlib'", "qshard[report]")),
+])
+def test_a_missing_module_is_named_with_the_extra_that_brings_it(tmp_path, hidden, argv, names):
+    (tmp_path / "m.keras").write_bytes(b"PK")
+    (tmp_path / "w.h5").write_bytes(b"\x89HDF")
+    example.write_example(tmp_path / "m")
+    done = run_without(hidden, *[a.format(tmp=tmp_path) for a in argv])
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    for name in names:
+        assert name in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_extra_named_in_a_message_exists_and_brings_its_modules():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    named = set()
+    for source in (ROOT / "python" / "qshard").rglob("*.py"):
+        text = source.read_text()
+        named |= set(re.findall(r'qshard\[(\w+)\]', text))
+        named |= set(re.findall(r'require\("[\w.]+", "(\w+)"', text))
+    assert named and named <= set(extras), named - set(extras)
+
+    def brings(extra):
+        return {re.split(r"[<>=!\[; ]", r)[0].lower() for r in extras[extra]}
+    assert {"keras", "tensorflow"} <= brings("keras")           # Keras 3 needs a backend
+    assert {"tensorflow", "scikit-learn"} <= brings("eval")      # eval --demo's data sets
+    assert "tensorflow" in brings("tflite") and "matplotlib" in brings("report")
+    assert "playwright" in brings("browser") and "h5py" in brings("h5")

@@ -16,25 +16,18 @@ from typing import Dict, Tuple
 import numpy as np
 
 from qshard.accuracy.evaluate import Dataset, EvalError
+from qshard.optional import require
 
 OUTLIER_SCALE = 1000.0
 
 
 def _keras():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        import keras
-    except ImportError:
-        raise EvalError("the demo trains Keras models: pip install tensorflow (Keras 3)") from None
-    return keras
+    return require("keras", "eval", "the demo (it trains Keras models)", EvalError)
 
 
 def _sklearn():
-    try:
-        from sklearn import datasets
-    except ImportError:
-        raise EvalError("the demo's data sets come from scikit-learn: pip install scikit-learn") from None
-    return datasets
+    return require("sklearn.datasets", "eval", "the demo (its data sets come from scikit-learn)", EvalError)
 
 
 def digits(seed: int = 0):
@@ -113,5 +106,7 @@ def rescale_unit(layer, following, unit: int, factor: float) -> None:
 
 
 def models() -> Dict[str, Tuple[object, Dataset]]:
+    """The three demo models, trained, with their test data."""
+    _sklearn()  # before Keras, whose import takes seconds: a missing scikit-learn is said at once
     return {"digits convnet": digits_convnet(), "diabetes MLP": diabetes_mlp(),
             "digits MLP, outlier unit": digits_outlier()}

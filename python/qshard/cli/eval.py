@@ -11,7 +11,7 @@ from qshard.cli.common import progress
 
 def load_keras_model(path: str):
     from qshard.keras.load import load_keras_file
-    return load_keras_file(path, "evaluating a model needs Keras 3: pip install tensorflow")
+    return load_keras_file(path, "eval", "evaluating a Keras model")
 
 
 def run(args) -> int:
@@ -66,7 +66,8 @@ def register(commands) -> None:
                     "and in each way it can be shrunk: the tfjs dtypes (weights quantized and dequantized as "
                     "qshard writes and tfjs reads them, run by Keras) and the TFLite converter's modes (run by "
                     "the TFLite interpreter). Prints the metric, size and gzip size of each artifact. --demo "
-                    "trains three small models on scikit-learn's bundled data and does it all (a minute or two).")
+                    "trains three small models on scikit-learn's bundled data and does it all (a minute or two). Needs "
+                    "TensorFlow (Keras 3, TFLite), and scikit-learn for --demo: pip install \"qshard[eval]\".")
     parser.add_argument("model", metavar="MODEL", nargs="?", help="a Keras 3 .keras file, or a web model (see below)")
     parser.add_argument("--data", metavar="NPZ", help="labelled data: an .npz with x (inputs) and y (labels/targets); "
                                                   "an optional 'calibration' array feeds TFLite's int8 modes")
@@ -75,7 +76,7 @@ def register(commands) -> None:
                     help="comma-separated TFLite modes (float32,dynamic,float16,int8,int16x8), 'all' (default) "
                          "or 'none'")
     parser.add_argument("--demo", action="store_true", help="train the demo models and evaluate them (needs "
-                                                         "tensorflow and scikit-learn)")
+                                                         "tensorflow and scikit-learn: pip install \"qshard[eval]\")")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress")
     eval_web.add_arguments(parser)

@@ -11,6 +11,7 @@ import numpy as np
 
 from qshard.errors import ConversionError
 from qshard.keras.expand import check_weight
+from qshard.optional import require
 from qshard.keras.rules import KERAS2_VERSION, WEIGHT_RENAMES
 from qshard.keras.topology import translate_topology
 
@@ -113,10 +114,7 @@ def _text(value) -> str:
 def _from_h5(path: Path) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], str]:
     """A Keras 2 / tf_keras whole-model .h5: topology from the model_config attribute, weights from
     model_weights in the order of layer_names / weight_names (as tensorflowjs reads them)."""
-    try:
-        import h5py
-    except ImportError:
-        raise ConversionError('reading .h5 models needs h5py: pip install "qshard[h5]"') from None
+    h5py = require("h5py", "h5", f"{path}: reading .h5 models", ConversionError)
     try:
         f = h5py.File(path, "r")
     except OSError as error:
@@ -150,18 +148,15 @@ def _from_h5(path: Path) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], 
     return topology, weights, f"keras v{version}"
 
 
-def load_keras_file(path: Union[str, os.PathLike], missing_keras: str = "loading a .keras file needs Keras 3: "
-                                                                         "pip install tensorflow"):
-    """A Keras 3 model from a .keras file (compile=False), or a ConversionError naming the file."""
+def load_keras_file(path: Union[str, os.PathLike], extra: str = "keras", purpose: str = "loading a .keras file"):
+    """A Keras 3 model from a .keras file (compile=False), or a ConversionError naming the file (or
+    the missing module and the extra `extra` that brings it)."""
     path = Path(path)
     if path.suffix != ".keras":
         raise ConversionError(f"{path}: expected a Keras 3 .keras file")
     if not path.is_file():
         raise ConversionError(f"{path}: no such file")
-    try:
-        import keras
-    except ImportError:
-        raise ConversionError(missing_keras) from None
+    keras = require("keras", extra, f"{path}: {purpose}", ConversionError)
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises many kinds for a bad file
@@ -177,8 +172,7 @@ def load_model_parts(source) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray
             return _from_h5(path)
         if path.suffix != ".keras":
             raise ConversionError(f"{path}: expected a Keras 3 .keras file or a Keras 2 / tf_keras .h5 model")
-        model = load_keras_file(path, 'converting .keras files needs Keras 3: pip install "qshard[keras]" '
-                                      '(keras with a backend such as tensorflow)')
+        model = load_keras_file(path, "keras", "converting a .keras file")
         try:
             return _from_keras3(model)
         except ConversionError as error:

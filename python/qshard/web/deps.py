@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from qshard.errors import BrowserError
+from qshard.optional import require
 
 TFJS_VERSION = "4.22.0"
 
@@ -54,12 +55,9 @@ def tfjs_version(tf_min_js: Path) -> Optional[str]:
 
 
 def playwright_api():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        raise BrowserError('the browser harness needs playwright: pip install "qshard[browser]" (or pip install '
-                           'playwright); its browser download is not needed, Debian\'s chromium is used') from None
-    return sync_playwright
+    api = require("playwright.sync_api", "browser", "the browser harness (playwright drives Debian's chromium; "
+                  "playwright's own browser download is not needed)", BrowserError)
+    return api.sync_playwright
 
 
 def chromium_version(path: str) -> str:

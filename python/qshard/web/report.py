@@ -23,6 +23,7 @@ import numpy as np
 from qshard import __version__
 from qshard.accuracy.weight_error import grid, tensor_error
 from qshard.errors import QshardError
+from qshard.optional import require
 from qshard.formats.summary import human, inspect
 from qshard.formats.writer import write_file_atomically
 
@@ -33,11 +34,7 @@ OK_COLOR = "#4c72b0"
 
 
 def _pyplot_free_figure(width: float, height: float):
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise QshardError('qshard report draws its charts with matplotlib: pip install "qshard[report]" '
-                          '(or pip install matplotlib)') from None
+    Figure = require("matplotlib.figure", "report", "qshard report (it draws its charts with matplotlib)").Figure
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 

@@ -7,15 +7,13 @@ from typing import Iterator
 import numpy as np
 
 from qshard.errors import SourceError
+from qshard.optional import require
 from qshard.formats.shards import Scratch
 from qshard.formats.sources import Source, Tensor, register
 
 
 def open_h5(path: Path) -> Source:
-    try:
-        import h5py
-    except ImportError:
-        raise SourceError(f"{path}: reading .h5 files needs h5py: pip install 'qshard[h5]' (or pip install h5py)") from None
+    h5py = require("h5py", "h5", f"{path}: reading .h5 files", SourceError)
     try:
         f = h5py.File(path, "r")
     except OSError as error:
