@@ -4,6 +4,7 @@ name, full weight names in tables, honest wording and early checks in `bench --b
 bring what their command needs, and re-quantizing to a wider dtype."""
 import json
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from qshard import cli, example, tfjs
+from qshard.web import bench as web_bench
 from support.hide import run_without
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,6 +125,42 @@ def test_requantizing_uint8_to_a_wider_dtype_says_so(model, tmp_path, capsys):
     assert cli.main(["quantize", str(tmp_path / "u8"), str(tmp_path / "u8b"), "--uint8"]) == 0
     assert cli.main(["quantize", str(model), str(tmp_path / "f"), "--float16"]) == 0
     assert "re-quantized" not in capsys.readouterr().err
+
+
+def test_bench_browser_speedup_is_worded_honestly(monkeypatch, tmp_path, capsys):
+    rows = [dict(variant="float32", model_bytes=4_000_000, cold_bytes=4_000_000, warm_bytes=0, cold_ms=1000.0,
+                 warm_ms=90.0, speedup=1.0, relative_diff=0.0),
+            dict(variant="uint8", model_bytes=1_000_000, cold_bytes=1_000_000, warm_bytes=0, cold_ms=1923.0,
+                 warm_ms=95.0, speedup=1000 / 1923, relative_diff=0.004)]
+    result = {"model": "m", "format": "graph-model", "link": None, "repeat": 1, "tfjs": "4.22.0",
+              "backend": "cpu", "chromium": "Chromium 1", "rows": rows}
+    monkeypatch.setattr(web_bench, "bench_browser", lambda *args, **kwargs: result)
+    assert cli.main(["bench", "--browser", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "uint8 reaches its first prediction 1.92x slower than float32" in text
+    assert "faster" not in text and "0.52" not in text
+    assert web_bench.relative_speed(2.5) == "2.50x faster" and web_bench.relative_speed(1.001) == "as fast"
+
+
+def test_bench_browser_checks_its_tools_before_writing_anything(tmp_path, capsys):
+    model = example.write_example(tmp_path / "m")
+    work = tmp_path / "work"
+    work.mkdir()
+    tf_min = tmp_path / "tfjs" / "dist" / "tf.min.js"
+    tf_min.parent.mkdir(parents=True)
+    tf_min.write_text("// tf")
+    some_executable = str(Path(sys.executable).resolve())
+    cases = [(["--chromium", str(tmp_path / "no-chromium"), "--tfjs", str(tf_min)], "not an executable Chromium"),
+             (["--chromium", some_executable, "--tfjs", str(tmp_path / "nowhere")], "no tf.min.js there")]
+    for extra, message in cases:
+        assert cli.main(["bench", "--browser", str(model), "--work-dir", str(work), *extra]) == 2
+        assert message in capsys.readouterr().err
+        assert list(work.iterdir()) == []
+    # Without playwright (hidden from the import system in a fresh interpreter):
+    done = run_without({"playwright"}, "bench", "--browser", str(model), "--work-dir", str(work),
+                       "--chromium", some_executable, "--tfjs", str(tf_min))
+    assert done.returncode == 2 and list(work.iterdir()) == []
+    assert "module 'playwright'" in done.stderr and 'pip install "qshard[browser]"' in done.stderr
 
 
 @pytest.mark.parametrize("hidden,argv,names", [

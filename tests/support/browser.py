@@ -1,7 +1,14 @@
 """What the browser tests need: Chromium, playwright and tf.min.js, or a loud skip."""
+import os
+
 from conftest import require
 from qshard.errors import BrowserError
 from qshard.web import deps
+from support.node import JS_DIR
+
+# The harness takes tf.min.js from tests/js (npm ci --prefix tests/js), unless told otherwise; set
+# here, where every browser test module gets it, so that each also runs alone.
+os.environ.setdefault("QSHARD_TFJS_JS", str(JS_DIR / "node_modules" / "@tensorflow" / "tfjs" / "dist" / "tf.min.js"))
 
 
 def harness_problem():

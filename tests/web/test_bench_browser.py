@@ -64,3 +64,18 @@ def test_bench_browser_refuses_a_bare_manifest(chromium, tmp_path, capsys):
     tfjs.write_weights([[("w", np.ones(4, np.float32))]], tmp_path / "m")
     assert cli.main(["bench", "--browser", str(tmp_path / "m")]) == 2
     assert "no topology" in capsys.readouterr().err
+
+
+def test_bench_browser_takes_a_folder_whose_model_json_has_another_name(chromium, tmp_path, capsys):
+    """`qshard quantize faceres-deep.json out` keeps the name; `bench --browser out` finds it."""
+    src = example.write_example(tmp_path / "src")
+    (src / "model.json").rename(src / "faceres-deep.json")
+    assert cli.main(["quantize", str(src / "faceres-deep.json"), str(tmp_path / "out"), "--uint8", "-q"]) == 0
+    assert [p.name for p in (tmp_path / "out").glob("*.json")] == ["faceres-deep.json"]
+    code = cli.main(["bench", "--browser", str(tmp_path / "out"), "--link", "none", "--variants", "float32,float16",
+                     "--json", "--work-dir", str(tmp_path / "work")])
+    assert code == 0
+    rows = {r["variant"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert (tmp_path / "work" / "float16" / "faceres-deep.json").is_file()
+    assert rows["float16"]["cold_bytes"] > rows["float32"]["cold_bytes"] > 0  # uint8 codes widened to float16
+    assert rows["float16"]["relative_diff"] < 0.01

@@ -10,7 +10,6 @@ Needs Debian's chromium and pip's playwright (`.ci/run` installs both). Without 
 loudly; QSHARD_REQUIRE_BROWSER=1 (set in CI) turns that skip into a failure.
 """
 import json
-import os
 import re
 
 import numpy as np
@@ -21,15 +20,10 @@ from qshard import cli
 from qshard import example, tfjs
 from qshard.formats.summary import verify
 from support.browser import require_harness
-from support.node import JS_DIR
 from support.layers import conv_forward, conv_topology, conv_weights, write_layers_model
 
 # Relative to the largest output magnitude: float32 rounding of a few hundred multiply-adds.
 TOLERANCE = 1e-5
-
-
-# The harness takes tf.min.js from tests/js (npm ci --prefix tests/js), unless told otherwise.
-os.environ.setdefault("QSHARD_TFJS_JS", str(JS_DIR / "node_modules" / "@tensorflow" / "tfjs" / "dist" / "tf.min.js"))
 
 
 @pytest.fixture(scope="module")

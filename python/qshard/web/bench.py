@@ -11,7 +11,7 @@ import numpy as np
 
 from qshard.errors import BrowserError
 from qshard.web.browser import Browser, Link, model_format
-from qshard.web.deps import chromium_version, find_chromium
+from qshard.web.deps import chromium_version, find_chromium, find_tfjs, playwright_api
 
 # --------------------------------------------------------------------------------------------------
 # `qshard bench --browser`: time to first prediction over an emulated link, per stored dtype.
@@ -55,6 +55,10 @@ def bench_browser(model: Union[str, os.PathLike], work_dir: Union[str, os.PathLi
     if unknown or not variants:
         raise ValueError(f"variants must be among {', '.join(VARIANTS)}, got {', '.join(variants) or 'none'}")
     fmt = model_format(model)
+    # Everything the browser run needs, before the first variant is written.
+    find_chromium(chromium)
+    find_tfjs(tfjs)
+    playwright_api()
     folders = {}
     work = Path(work_dir)
     for v in variants:
@@ -114,7 +118,17 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
 
+def relative_speed(speedup: float) -> str:
+    """'2.50x faster', '1.92x slower' (never '0.52x faster') or 'as fast', from float32's time / this one's."""
+    if not speedup > 0:
+        return "-"
+    if round(speedup, 2) == 1:
+        return "as fast"
+    return f"{speedup:.2f}x faster" if speedup > 1 else f"{1 / speedup:.2f}x slower"
+
+
 def format_bench(result: Dict[str, object]) -> str:
+    """The bench --browser table and its one-line summary."""
     link = result["link"]["text"] if result["link"] else "no throttling"
     lines = [f"{result['model']} ({result['format']}) in {result['chromium']}, tfjs {result['tfjs']} "
              f"({result['backend']} backend)",
@@ -123,15 +137,16 @@ def format_bench(result: Dict[str, object]) -> str:
              f"output change = max |y - y_float32| / max |y_float32| on a fixed input, worst output",
              "",
              f"{'variant':<8} {'model':>10} {'sent cold':>10} {'sent warm':>10} {'cold':>9} {'warm':>9} "
-             f"{'vs float32':>10} {'output change':>14}"]
+             f"{'vs float32':>13} {'output change':>14}"]
     for r in result["rows"]:
-        speed = f"{r['speedup']:.2f}x" if r["speedup"] is not None else "-"
+        speed = relative_speed(r["speedup"]) if r["speedup"] is not None and r["variant"] != "float32" else "-"
         diff = f"{r['relative_diff']:.2e}" if r["relative_diff"] is not None else "-"
         lines.append(f"{r['variant']:<8} {_mb(r['model_bytes']):>10} {_mb(r['cold_bytes']):>10} "
                      f"{_mb(r['warm_bytes']):>10} {r['cold_ms'] / 1000:>8.2f}s {r['warm_ms'] / 1000:>8.2f}s "
-                     f"{speed:>10} {diff:>14}")
+                     f"{speed:>13} {diff:>14}")
     by = {r["variant"]: r for r in result["rows"]}
     if "uint8" in by and "float32" in by and by["uint8"]["speedup"]:
-        lines += ["", f"uint8 reaches its first prediction {by['uint8']['speedup']:.2f}x faster than float32 "
+        speed = relative_speed(by["uint8"]["speedup"])
+        lines += ["", f"uint8 reaches its first prediction {speed} {'as' if speed == 'as fast' else 'than'} float32 "
                       f"on this link (cold cache)."]
     return "\n".join(lines)
