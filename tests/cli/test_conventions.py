@@ -5,12 +5,18 @@ bring what their command needs, and re-quantizing to a wider dtype."""
 import json
 import re
 import sys
-import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the test extra brings tomli
+    import tomli as tomllib
+
+from conftest import require
 from qshard import cli, example, tfjs
 from qshard.web import bench as web_bench
 from support.hide import run_without
@@ -164,7 +170,6 @@ def test_bench_browser_checks_its_tools_before_writing_anything(tmp_path, capsys
 
 
 @pytest.mark.parametrize("hidden,argv,names", [
-    ({"tensorflow"}, ["convert", "{tmp}/m.keras", "{tmp}/out"], ("'tensorflow'", "qshard[keras]", "'keras'")),
     ({"keras"}, ["convert", "{tmp}/m.keras", "{tmp}/out"], ("module 'keras'", "qshard[keras]")),
     ({"sklearn"}, ["eval", "--demo", "--tflite", "none"], ("module 'sklearn'", "qshard[eval]")),
     ({"tensorflow"}, ["tflite", "{tmp}/m.keras", "{tmp}/out"], ("'tensorflow'", "qshard[tflite]")),
@@ -181,6 +186,20 @@ def test_a_missing_module_is_named_with_the_extra_that_brings_it(tmp_path, hidde
     for name in names:
         assert name in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_keras_without_its_backend_names_the_backend(tmp_path):
+    """pip install "qshard[keras]" used to bring keras alone: keras then failed on tensorflow, and the
+    message blamed keras. Here keras is installed and tensorflow hidden."""
+    try:
+        metadata.version("keras")  # (not find_spec: tests/keras, on the path, is a namespace package)
+    except metadata.PackageNotFoundError:
+        require("keras is not installed", "QSHARD_REQUIRE_KERAS", "THE KERAS BACKEND MESSAGE TEST")
+    (tmp_path / "m.keras").write_bytes(b"PK")
+    done = run_without({"tensorflow"}, "convert", str(tmp_path / "m.keras"), str(tmp_path / "out"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "needs 'keras', and importing it failed because the module 'tensorflow' is not installed" in done.stderr
+    assert 'pip install "qshard[keras]"' in done.stderr and not (tmp_path / "out").exists()
 
 
 def test_every_extra_named_in_a_message_exists_and_brings_its_modules():
