@@ -8,8 +8,9 @@
 // Built natively and cross-built for aarch64 (.ci/arm64), where only the serial kernels exist
 // (CMakeLists.txt adds the AVX2 files on x86 alone): the serial hashes of both builds must be equal,
 // and on x86-64 every instruction set's hashes must equal the serial ones. Inputs are made with
-// integer arithmetic, exact float operations and bit patterns only (no libm), so they are the same
-// bits on every machine. Exit code 1 if an operation threw where it must not, or did not where it must.
+// integer arithmetic, exact float operations (ldexp among them) and bit patterns only, never a
+// rounded libm function such as exp or log, so they are the same bits on every machine.
+// Exit code 1 if an operation threw where it must not, or did not where it must.
 #include <cinttypes>
 #include <cmath>
 #include <cstdint>
