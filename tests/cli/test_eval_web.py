@@ -50,3 +50,14 @@ def test_eval_web_errors_are_one_line(env, tmp_path):
         "[63]" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     unknown = qshard(env, "eval", model, "--variants", "int4")
     assert unknown.returncode == 2 and "unknown variant(s) int4" in unknown.stderr
+
+
+def test_eval_takes_a_folder_whose_model_json_has_another_name(env, tmp_path):
+    model = write_example(tmp_path / "faceres")
+    (model / "model.json").rename(model / "faceres-deep.json")
+    done = qshard(env, "eval", model, "--variants", "uint8", "--samples", "3")
+    assert done.returncode == 0, done.stderr
+    assert "faceres-deep.json" in done.stdout and "uint8" in done.stdout
+    (model / "faceres-lite.json").write_bytes((model / "faceres-deep.json").read_bytes())
+    several = qshard(env, "eval", model, "--samples", "3")
+    assert several.returncode == 2 and "holds 2 model JSONs (faceres-deep.json, faceres-lite.json)" in several.stderr

@@ -10,9 +10,11 @@ from qshard.cli.common import progress
 
 
 def is_web_model(path: str) -> bool:
-    """A folder holding model.json, or a .json file: what `qshard eval` hands to the tfjs evaluator."""
+    """A folder holding a model JSON (any name; several is the loader's error), or a .json file: what
+    `qshard eval` hands to the tfjs evaluator."""
+    from qshard.formats.manifest import model_files
     p = Path(path)
-    return (p.is_dir() and (p / "model.json").is_file()) or p.suffix.lower() == ".json"
+    return (p.is_dir() and bool(model_files(p))) or p.suffix.lower() == ".json"
 
 
 def run(args) -> int:
@@ -35,7 +37,7 @@ def add_arguments(parser) -> None:
     """The options only web models take."""
     from qshard.accuracy.web_eval import DEFAULT_VARIANTS
     web = parser.add_argument_group(
-        "web models (MODEL is a folder with model.json, or a model .json file)",
+        "web models (MODEL is a folder holding one model JSON, or the .json file)",
         "Runs the float32 model and each variant in stock tfjs under Node (npm install @tensorflow/tfjs@4.22.0; "
         "found through QSHARD_TFJS_NODE_MODULES or ./node_modules) on the samples of --data: an .npz with "
         "one array per model input, named as the input (or x for a one-input model), and optional labels y. "
