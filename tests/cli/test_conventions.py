@@ -173,6 +173,7 @@ def test_bench_browser_checks_its_tools_before_writing_anything(tmp_path, capsys
     ({"keras"}, ["convert", "{tmp}/m.keras", "{tmp}/out"], ("module 'keras'", "qshard[keras]")),
     ({"sklearn"}, ["eval", "--demo", "--tflite", "none"], ("module 'sklearn'", "qshard[eval]")),
     ({"tensorflow"}, ["tflite", "{tmp}/m.keras", "{tmp}/out"], ("'tensorflow'", "qshard[tflite]")),
+    ({"tensorflow"}, ["convert", "{tmp}/m.keras", "{tmp}/out", "--to", "graph"], ("'tensorflow'", "qshard[convert]")),
     ({"h5py"}, ["quantize", "{tmp}/w.h5", "{tmp}/out", "--uint8"], ("module 'h5py'", "qshard[h5]")),
     ({"matplotlib"}, ["report", "{tmp}/m", "-o", "{tmp}/r.html"], ("module 'matplotlib'", "qshard[report]")),
 ])
@@ -216,4 +217,5 @@ def test_every_extra_named_in_a_message_exists_and_brings_its_modules():
     assert {"keras", "tensorflow"} <= brings("keras")           # Keras 3 needs a backend
     assert {"tensorflow", "scikit-learn"} <= brings("eval")      # eval --demo's data sets
     assert "tensorflow" in brings("tflite") and "matplotlib" in brings("report")
+    assert {"tensorflow", "tf_keras"} <= brings("convert")
     assert "playwright" in brings("browser") and "h5py" in brings("h5")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 from qshard.errors import GraphError
+from qshard.optional import require
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 DEFAULT_SIGNATURE = "serving_default"
@@ -41,11 +42,7 @@ class Traced:
 def import_tensorflow() -> Any:
     """TensorFlow, or a GraphError saying how to install it (imported only when converting)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise GraphError('converting to a graph model needs TensorFlow: pip install "qshard[convert]"') from None
-    return tf
+    return require("tensorflow", "convert", "converting to a graph model", GraphError)
 
 
 def is_saved_model(path: Path) -> bool:
@@ -205,10 +202,7 @@ def load_model_file(path: Path) -> Any:
     """A Keras 3 model from a .keras file, or a tf_keras / Keras 2 whole model from an .h5 file."""
     import_tensorflow()
     module, what = ("keras", "Keras 3") if path.suffix == ".keras" else ("tf_keras", "tf_keras")
-    try:
-        keras = __import__(module)
-    except ImportError:
-        raise GraphError(f'{path}: loading it needs {what}: pip install "qshard[convert]"') from None
+    keras = require(module, "convert", f"{path}: loading it as a graph model's source", GraphError)
     try:
         return keras.models.load_model(str(path), compile=False)
     except Exception as error:  # Keras raises many kinds for a bad file
