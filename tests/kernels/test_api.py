@@ -116,32 +116,58 @@ def test_set_isa_switches_the_default():
     assert qshard.isa() == qshard.available_isas()[-1]
 
 
-def test_gil_is_released_during_kernels():
-    # With a long switch interval the main thread can only run while the worker is inside a
-    # kernel if that kernel released the GIL; if it held it, `spins` stays 0.
-    x = np.random.default_rng(0).standard_normal(1 << 24).astype(np.float32)
-    out = np.empty(x.size, np.uint16)
-    started, done = threading.Event(), threading.Event()
+def spins_while_calling(call, enough: int = 2000, limit: int = 500) -> int:
+    """Python-level iterations the main thread makes while another thread calls `call` again and
+    again (until the main thread has made `enough`, at most `limit` calls). The switch interval
+    is long, so the main thread only runs while the worker is inside a call that released the
+    GIL: if every call held it, the count stays 0. No timing is assumed: the worker keeps calling
+    until the main thread has had its turn."""
+    started, stop, done = threading.Event(), threading.Event(), threading.Event()
 
     def work():
         started.set()
-        for _ in range(3):
-            qshard.quantize(x, "uint16", isa="serial", threads=1, out=out)
+        for _ in range(limit):
+            call()
+            if stop.is_set():
+                break
         done.set()
 
     old = sys.getswitchinterval()
-    sys.setswitchinterval(5.0)
+    sys.setswitchinterval(30.0)
     try:
         worker = threading.Thread(target=work)
         worker.start()
         started.wait()
         spins = 0
-        while not done.is_set():
+        while not done.is_set() and spins < enough:
             spins += 1
+        stop.set()
         worker.join()
     finally:
         sys.setswitchinterval(old)
-    assert spins > 1000
+    return spins
+
+
+def test_gil_is_released_during_kernels():
+    x = np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32)
+    out = np.empty(x.size, np.uint16)
+    assert spins_while_calling(lambda: qshard.quantize(x, "uint16", isa="serial", threads=1, out=out)) == 2000
+
+
+def test_gil_is_released_while_quantizing_a_file(tmp_path):
+    x = np.random.default_rng(0).standard_normal(1 << 19).astype(np.float32)
+    (tmp_path / "x.bin").write_bytes(x.tobytes())
+    pieces = [(str(tmp_path / "x.bin"), 0, x.nbytes)]
+    assert spins_while_calling(lambda: qshard._core.minmax_file(pieces, "float32", x.size, isa="serial")) == 2000
+    # One writer for every call: the calls themselves must be all the worker does (making a
+    # folder or finishing a writer would release the GIL on their own).
+    limit = 100
+    writer = qshard._core.ShardWriter(str(tmp_path), 1, limit * x.size, 1 << 22)
+    try:
+        call = lambda: writer.append_file(pieces, "float32", x.size, "uint8", isa="serial", threads=1)  # noqa: E731
+        assert spins_while_calling(call, limit=limit) == 2000
+    finally:
+        writer.abort()
 
 
 def test_misaligned_views_are_copied_not_misread():
