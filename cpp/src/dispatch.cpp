@@ -5,6 +5,7 @@
 
 #include "qshard/ceiling.hpp"
 #include "qshard/f16.hpp"
+#include "qshard/widen.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -27,6 +28,8 @@ Kernels make_serial() noexcept {
     k.dequantize_i32_u16 = dequantize_i32_u16_serial;
     k.f16_from_f32 = f16_from_f32_serial;
     k.f32_from_f16 = f32_from_f16_serial;
+    k.f32_from_bf16 = f32_from_bf16_serial;
+    k.f32_from_f64 = f32_from_f64_serial;
     k.ceiling_read = ceiling_read_serial;
     k.ceiling_narrow = ceiling_narrow_serial;
     k.ceiling_widen = ceiling_widen_serial;

@@ -173,6 +173,11 @@ void ShardWriter::append_float16(const Kernels& k, const float* x, size_t n, uns
     });
 }
 
+void ShardWriter::append_produced(size_t n, size_t element_bytes, const Producer& produce) {
+    if (element_bytes == 0 || element_bytes > 8) throw std::invalid_argument("element size must be 1..8 bytes");
+    append_elements(n, element_bytes, produce);
+}
+
 void ShardWriter::finish() {
     if (finished_) return;
     if (written_ != total_)

@@ -3,6 +3,8 @@
 #include <sched.h>
 
 #include <atomic>
+#include <exception>
+#include <mutex>
 #include <cstdlib>
 #include <thread>
 #include <vector>
@@ -61,6 +63,41 @@ unsigned parallel_for(size_t n, unsigned threads, size_t min_per_thread,
     fn(0, 0, chunk < n ? chunk : n);
     for (auto& worker : workers) worker.join();
     return used;
+}
+
+unsigned parallel_chunks(size_t chunks, unsigned threads, size_t min_chunks_per_worker,
+                         const std::function<void(unsigned, size_t)>& fn) {
+    if (threads == 0) threads = default_threads();
+    size_t workers = min_chunks_per_worker ? chunks / min_chunks_per_worker : chunks;
+    if (workers > threads) workers = threads;
+    if (workers <= 1) {
+        for (size_t chunk = 0; chunk < chunks; ++chunk) fn(0, chunk);
+        return 1;
+    }
+    std::atomic<size_t> next{0};
+    std::atomic<bool> failed{false};
+    std::exception_ptr first_error;
+    std::mutex error_lock;
+    auto work = [&](unsigned worker) {
+        try {
+            for (size_t chunk; !failed.load(std::memory_order_relaxed) && (chunk = next.fetch_add(1)) < chunks;)
+                fn(worker, chunk);
+        } catch (...) {
+            std::lock_guard<std::mutex> guard(error_lock);
+            if (!first_error) first_error = std::current_exception();
+            failed.store(true);
+        }
+    };
+    std::vector<std::thread> pool;
+    pool.reserve(workers - 1);
+    try {
+        for (unsigned worker = 1; worker < workers; ++worker) pool.emplace_back(work, worker);
+    } catch (...) {  // no thread could be started: what was started finishes the job
+    }
+    work(0);
+    for (auto& thread : pool) thread.join();
+    if (first_error) std::rethrow_exception(first_error);
+    return static_cast<unsigned>(pool.size() + 1);
 }
 
 }  // namespace qshard

@@ -28,6 +28,8 @@ struct Kernels {
     void (*dequantize_i32_u16)(const uint16_t*, size_t, double, double, bool, int32_t*) noexcept;
     void (*f16_from_f32)(const float*, size_t, uint16_t*) noexcept;
     void (*f32_from_f16)(const uint16_t*, size_t, float*) noexcept;
+    void (*f32_from_bf16)(const uint16_t*, size_t, float*) noexcept;
+    void (*f32_from_f64)(const double*, size_t, float*) noexcept;
     uint32_t (*ceiling_read)(const void*, size_t) noexcept;
     void (*ceiling_narrow)(const void*, size_t, unsigned, void*) noexcept;
     void (*ceiling_widen)(const void*, size_t, unsigned, void*) noexcept;

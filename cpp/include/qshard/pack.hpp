@@ -9,6 +9,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <string>
 #include <vector>
@@ -37,6 +38,11 @@ public:
     // Codes of x with the given parameters (qmax 255: 1 byte each, 65535: 2 bytes).
     void append_quantized(const Kernels& k, const float* x, size_t n, const AffineParams& p, unsigned threads);
     void append_float16(const Kernels& k, const float* x, size_t n, unsigned threads);
+    // n elements of element_bytes each, made by produce(first, count, out): it writes elements
+    // first..first+count-1 to out, a span of the shard buffer (or a small scratch when an element
+    // straddles two shards), so a caller can compute straight into the buffer.
+    using Producer = std::function<void(size_t first, size_t count, uint8_t* out)>;
+    void append_produced(size_t n, size_t element_bytes, const Producer& produce);
     // Flushes the last shard and checks that exactly total_bytes arrived.
     void finish();
     // Waits for a write in flight and drops its error: call before removing a failed output, so

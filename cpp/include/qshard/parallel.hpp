@@ -21,4 +21,13 @@ constexpr size_t kMinPerThread = size_t{1} << 17;  // elements
 unsigned parallel_for(size_t n, unsigned threads, size_t min_per_thread,
                       const std::function<void(unsigned, size_t, size_t)>& fn);
 
+// Calls fn(worker, chunk) once for every chunk in 0..chunks-1, on up to `threads` workers (the
+// calling thread is worker 0) that take the next chunk as they finish one, so the chunks are
+// visited roughly in order (sequential for the page cache) and an early finisher takes more.
+// Each worker gets at least `min_chunks_per_worker` chunks' worth of work, so small jobs stay on
+// the calling thread. fn may throw (a failed read): the other workers stop taking chunks and the
+// first exception is rethrown here, after every worker has finished. Returns the workers used.
+unsigned parallel_chunks(size_t chunks, unsigned threads, size_t min_chunks_per_worker,
+                         const std::function<void(unsigned, size_t)>& fn);
+
 }  // namespace qshard
