@@ -7,8 +7,11 @@
 #include <cstring>
 #include <string>
 #include <system_error>
+#include <tuple>
+#include <vector>
 
 #include "qshard/dispatch.hpp"
+#include "qshard/file_tensor.hpp"
 #include "qshard/ops.hpp"
 #include "qshard/pack.hpp"
 #include "qshard/parallel.hpp"
@@ -128,6 +131,13 @@ void f32_from_f16_py(const py::array& h, py::array& out, const std::string& isa,
     f32_from_f16(k, src, n, dst, threads);
 }
 
+// (min, max, has_nan) as minmax reports it; (None, None, False) for no values at all.
+py::tuple range_tuple(const MinMaxKeys& keys) {
+    if (keys.lo > keys.hi) return py::make_tuple(py::none(), py::none(), false);
+    const bool has_nan = keys.lo < kKeyMinusInf || keys.hi > kKeyPlusInf;
+    return py::make_tuple(key_float(keys.lo), key_float(keys.hi), has_nan);
+}
+
 py::tuple minmax_py(const py::array& x, const std::string& isa, unsigned threads) {
     require<float>(x, "minmax", "x", "float32");
     const Kernels& k = kernels_for(isa);
@@ -138,9 +148,7 @@ py::tuple minmax_py(const py::array& x, const std::string& isa, unsigned threads
         py::gil_scoped_release release;
         keys = minmax(k, src, n, threads);
     }
-    const bool has_nan = keys.lo < kKeyMinusInf || keys.hi > kKeyPlusInf;
-    if (n == 0) return py::make_tuple(py::none(), py::none(), false);
-    return py::make_tuple(key_float(keys.lo), key_float(keys.hi), has_nan);
+    return range_tuple(keys);
 }
 
 // Ceiling kernels for the benchmark: raw buffers of uint32 words in, bytes out.
@@ -213,6 +221,61 @@ void writer_append_float16(ShardWriter& w, const py::array& x, const std::string
     w.append_float16(k, src, n, threads);
 }
 
+using Pieces = std::vector<std::tuple<std::string, uint64_t, uint64_t>>;
+
+StoredTensor stored_tensor(const char* fn, const Pieces& pieces, const std::string& stored, uint64_t count,
+                           double codes_min, double codes_scale) {
+    static const std::pair<const char*, Stored> forms[] = {{"float32", Stored::f32}, {"float16", Stored::f16},
+                                                           {"bfloat16", Stored::bf16}, {"float64", Stored::f64},
+                                                           {"uint8", Stored::u8}, {"uint16", Stored::u16}};
+    StoredTensor t;
+    bool known = false;
+    for (const auto& [name, form] : forms)
+        if (stored == name) t.form = form, known = true;
+    if (!known)
+        throw py::value_error(std::string(fn) + ": stored must be float32, float16, bfloat16, float64, uint8 or "
+                              "uint16, got '" + stored + "'");
+    for (const auto& [path, offset, bytes] : pieces) t.pieces.push_back({path, offset, bytes});
+    t.count = count;
+    t.codes_min = codes_min;
+    t.codes_scale = codes_scale;
+    return t;
+}
+
+py::tuple minmax_file_py(const Pieces& pieces, const std::string& stored, uint64_t count, double codes_min,
+                         double codes_scale, const std::string& isa, unsigned threads) {
+    const StoredTensor t = stored_tensor("minmax_file", pieces, stored, count, codes_min, codes_scale);
+    const Kernels& k = kernels_for(isa);
+    MinMaxKeys keys;
+    {
+        py::gil_scoped_release release;
+        keys = minmax_file(k, t, threads);
+    }
+    return range_tuple(keys);
+}
+
+py::tuple writer_append_file(ShardWriter& w, const Pieces& pieces, const std::string& stored, uint64_t count,
+                             const std::string& target, double codes_min, double codes_scale, bool refuse_nan,
+                             const std::string& isa, unsigned threads) {
+    const StoredTensor t = stored_tensor("ShardWriter.append_file", pieces, stored, count, codes_min, codes_scale);
+    Target to;
+    if (target == "uint8")
+        to = Target::u8;
+    else if (target == "uint16")
+        to = Target::u16;
+    else if (target == "float16")
+        to = Target::f16;
+    else
+        throw py::value_error("ShardWriter.append_file: target must be uint8, uint16 or float16, got '" + target + "'");
+    const Kernels& k = kernels_for(isa);
+    FileQuantized result;
+    {
+        py::gil_scoped_release release;
+        result = append_file(w, k, t, to, refuse_nan, threads);
+    }
+    return py::make_tuple(result.written, range_tuple(result.keys), result.params.min, result.params.scale);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -228,6 +291,7 @@ PYBIND11_MODULE(_core, m) {
             PyErr_SetObject(PyExc_OSError, error.ptr());
         }
     });
+    py::register_exception<TruncatedFile>(m, "TruncatedFileError", PyExc_OSError);
     m.doc() = "qshard's C++ kernels (use the qshard package, not this module, directly)";
 #ifdef QSHARD_VERSION
     m.attr("__version__") = QSHARD_VERSION;  // set by the build (scikit-build-core's project version)
@@ -244,6 +308,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("affine_params", [](double lo, double hi, uint32_t qmax) { return params_tuple(affine_params(lo, hi, qmax)); },
           py::arg("lo"), py::arg("hi"), py::arg("qmax"), "tensorflowjs's (min, scale, max) for a range.");
     m.def("minmax", &minmax_py, py::arg("x"), QSHARD_ISA_THREADS, "(min, max, has_nan) of a float32 array.");
+    m.def("minmax_file", &minmax_file_py, py::arg("pieces"), py::arg("stored"), py::arg("count"),
+          py::arg("codes_min") = 0.0, py::arg("codes_scale") = 1.0, QSHARD_ISA_THREADS,
+          "(min, max, has_nan) of a tensor stored in files (see ShardWriter.append_file).");
     m.def("quantize_u8", [](const py::array& x, py::array& out, const std::string& i, unsigned t) {
               return quantize_py(x, out, 255, i, t); },
           py::arg("x"), py::arg("out"), QSHARD_ISA_THREADS, "Quantize float32 to uint8 codes; returns (min, scale, max).");
@@ -269,6 +336,12 @@ PYBIND11_MODULE(_core, m) {
         .def("append_quantized", &writer_append_quantized, py::arg("x"), py::arg("min"), py::arg("scale"),
              py::arg("max"), py::arg("qmax"), py::arg("clip") = true, QSHARD_ISA_THREADS)
         .def("append_float16", &writer_append_float16, py::arg("x"), QSHARD_ISA_THREADS)
+        .def("append_file", &writer_append_file, py::arg("pieces"), py::arg("stored"), py::arg("count"),
+             py::arg("target"), py::arg("codes_min") = 0.0, py::arg("codes_scale") = 1.0, py::arg("refuse_nan") = true,
+             QSHARD_ISA_THREADS,
+             "Quantize a tensor stored in files (pieces: (path, offset, bytes) in order) to target and append\n"
+             "the codes, in one call without the GIL. Returns (written, (min, max, has_nan), code_min, scale);\n"
+             "written is False, and nothing appended, for NaN/Inf with uint8/uint16 or NaN with refuse_nan.")
         .def("finish", [](ShardWriter& w) {
             py::gil_scoped_release release;
             w.finish();
