@@ -8,8 +8,18 @@
 #include <cstddef>
 #include <cstdint>
 
+// Clang ignores GCC's target pragma; its own form applies the attribute to every function defined
+// in the region (the form StringZilla's and simdjson's Haswell kernels use).
+#if defined(__clang__)
+#define QSHARD_AVX2_BEGIN \
+    _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c\"))), apply_to = function)")
+#define QSHARD_AVX2_END _Pragma("clang attribute pop")
+#elif defined(__GNUC__)
 #define QSHARD_AVX2_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
 #define QSHARD_AVX2_END _Pragma("GCC pop_options")
+#else
+#error "the AVX2 kernels need GCC or Clang (a target pragma)"
+#endif
 
 namespace qshard::avx2_detail {
 

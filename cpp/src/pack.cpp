@@ -18,7 +18,7 @@ std::string shard_name(unsigned group_number, uint64_t shard_index, uint64_t sha
 }
 
 ShardWriter::ShardWriter(std::string folder, unsigned group_number, uint64_t total_bytes, uint64_t shard_size)
-    : folder_(std::move(folder)), total_(total_bytes), shard_size_(shard_size) {
+    : folder_(std::move(folder)), total_(total_bytes) {
     if (shard_size == 0) throw std::invalid_argument("shard size must be > 0");
     if (shard_size > (uint64_t{1} << 40)) throw std::invalid_argument("shard size is absurdly large");
     const uint64_t count = (total_bytes + shard_size - 1) / shard_size;

@@ -60,7 +60,7 @@ private:
     std::vector<std::string> names_;
     std::vector<uint8_t> buffer_, spare_;  // being filled / being written
     size_t fill_ = 0;
-    uint64_t total_, shard_size_, written_ = 0, next_shard_ = 0;
+    uint64_t total_, written_ = 0, next_shard_ = 0;
     bool finished_ = false;
     std::future<void> pending_;  // declared last: joined before the buffers are freed
 };
