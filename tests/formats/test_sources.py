@@ -15,6 +15,7 @@ from qshard.formats import sources as stream
 
 from qshard import tfjs
 from qshard.errors import SourceError
+from support.files import same_output, write_safetensors
 
 
 def tensors(seed=0):
@@ -32,37 +33,11 @@ def tensors(seed=0):
     }
 
 
-def write_safetensors(path, arrays, bf16=()):
-    """A safetensors file written from its specification (8-byte header length, JSON, data)."""
-    codes = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(np.float16): "F16",
-             np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.bool_): "BOOL"}
-    header, blobs, offset = {"__metadata__": {"format": "np"}}, [], 0
-    for name, a in arrays.items():
-        if name in bf16:
-            data = (np.ascontiguousarray(a, np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
-            dtype = "BF16"
-        else:
-            data, dtype = np.ascontiguousarray(a).tobytes(), codes[a.dtype]
-        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    Path(path).write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
-
-
 def in_memory(arrays, tmp_path, **kwargs):
     out = tmp_path / "in-memory"
     out.mkdir()
     tfjs.write_weights([list(arrays.items())], out, **kwargs)
     return out
-
-
-def same_output(a, b):
-    names = sorted(os.listdir(a))
-    assert names == sorted(os.listdir(b))
-    for name in names:
-        assert (Path(a) / name).read_bytes() == (Path(b) / name).read_bytes(), name
 
 
 OPTIONS = [dict(uint8=True), dict(uint16=True, keep=["half"]), dict(float16=True),

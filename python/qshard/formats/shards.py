@@ -6,13 +6,14 @@ import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 
 from qshard import dtypes
 from qshard.errors import ShardError
 from qshard.formats import manifest as mf
+from qshard.formats.file_range import FileRange
 
 STORED_NUMPY = dtypes.STORED_NUMPY
 
@@ -88,19 +89,30 @@ class GroupBytes:
             index, start = index + 1, 0
         return memoryview(out)
 
-    def read_into(self, offset: int, out: memoryview) -> None:
-        """Copy [offset, offset + len(out)) into out with pread, shard by shard (no page faults
-        on a mapping, no allocation)."""
-        nbytes, done = len(out), 0
+    def _spans(self, offset: int, nbytes: int) -> Iterator[Tuple[int, int, int]]:
+        """[offset, offset + nbytes) as (shard index, offset in that shard, bytes) per shard."""
+        done = 0
         index = bisect.bisect_right(self.starts, offset) - 1 if nbytes else 0
         while done < nbytes:
             start = offset + done - self.starts[index]
             piece = min(nbytes - done, self._sizes[index] - start)
+            yield index, start, piece
+            done += piece
+            index += 1
+
+    def pieces(self, offset: int, nbytes: int) -> Tuple[Tuple[str, int, int], ...]:
+        """[offset, offset + nbytes) as (shard path, offset in it, bytes), one per shard it touches."""
+        return tuple((str(self.files[index]), start, piece) for index, start, piece in self._spans(offset, nbytes))
+
+    def read_into(self, offset: int, out: memoryview) -> None:
+        """Copy [offset, offset + len(out)) into out with pread, shard by shard (no page faults
+        on a mapping, no allocation)."""
+        done = 0
+        for index, start, piece in self._spans(offset, len(out)):
             got = os.preadv(self._fd(index), [out[done:done + piece]], start)
             if got != piece:
                 raise ShardError(f"{self.files[index]}: shard changed while being read")
             done += piece
-            index += 1
 
     def _fd(self, index: int) -> int:
         fd = self._fds.get(index)
@@ -188,6 +200,15 @@ class ShardSet:
             part = buf[:min(step, loc.nbytes - begin)]
             group.read_into(loc.offset + begin, memoryview(part))
             yield part.view(dtype)
+
+    def file_range(self, spec: mf.WeightSpec) -> FileRange:
+        """Where a numeric weight's stored bytes lie in the shard files, for the C++ loop."""
+        loc = self.where[spec.name]
+        q = spec.quantization
+        codes = (q.min, q.scale) if q is not None and q.dtype in dtypes.AFFINE_QMAX else (0.0, 1.0)
+        count = loc.nbytes // dtypes.TABLE[spec.stored_dtype].itemsize
+        return FileRange(self.groups[loc.group].pieces(loc.offset, loc.nbytes), spec.stored_dtype, count, *codes,
+                         error=ShardError)
 
     def raw_bytes(self, name: str) -> memoryview:
         loc = self.where[name]

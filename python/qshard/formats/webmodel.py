@@ -222,6 +222,7 @@ def quantize_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
                 item.raw_chunks = (lambda scratch, s=spec: (c.view(np.uint8) for c in shards.chunks(s, scratch)))
             if target:
                 item.target = target
+                item.file_range = shards.file_range(spec)  # (the chunks below serve sources without one)
                 if spec.quantization is not None:  # dequantize chunk by chunk; keep the original bytes on refusal
                     def values(scratch, s=spec):
                         q = s.quantization
@@ -267,6 +268,7 @@ def convert_source(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
             item.target = report.decide(t.name, dtype, targets.get(t.name))
             if item.target:
                 item.chunks = (lambda scratch, t=t: t.float32_chunks(scratch))
+                item.file_range = t.file_range
             items.append(item)
         with atomic_folder(out_dir, force) as tmp:
             result, kept = write_groups(tmp, [items], shard_size, threads or 0, progress)

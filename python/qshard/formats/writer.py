@@ -29,6 +29,7 @@ from qshard import _core, dtypes
 from qshard.errors import OutputError, QshardError
 from qshard.formats import manifest as mf
 from qshard.formats import patterns
+from qshard.formats.file_range import FileRange
 from qshard.formats.shards import Scratch
 
 QMAX = dtypes.AFFINE_QMAX
@@ -123,6 +124,7 @@ class Item:
     fallback: Optional[Callable[[Scratch], object]] = None  # stored float32 bytes if the target is refused
     chunks: Optional[Callable[[Scratch], Iterable[np.ndarray]]] = None  # float32 values piece by piece
     raw_chunks: Optional[Callable[[Scratch], Iterable[np.ndarray]]] = None  # stored bytes piece by piece
+    file_range: Optional[FileRange] = None        # where the values lie in files: one C++ call quantizes them
 
     @property
     def nbytes(self) -> int:
@@ -156,6 +158,22 @@ def _merge_range(a: Tuple[float, float, bool], b: Tuple[float, float, bool]) -> 
     return lo, hi, a[2] or b[2]
 
 
+def _refusal(target: str, lo: float, hi: float, has_nan: bool) -> str:
+    """Why a tensor with this range stays float32 although `target` was asked ('' if it does not)."""
+    if has_nan:
+        return ("holds NaN (kept as float32 rather than a float16 NaN)" if target == "float16"
+                else f"holds NaN, which {target} cannot represent")
+    if target in QMAX and (np.isinf(lo) or np.isinf(hi)):
+        return f"holds Inf, which {target} cannot represent"
+    return ""
+
+
+def _quantized_spec(item: Item, mn: float, scale: float) -> mf.WeightSpec:
+    if item.target == "float16":
+        return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization("float16", original_dtype="float32"))
+    return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization(item.target, mn, scale, "float32"))
+
+
 def _append_chunked(writer: "_core.ShardWriter", item: Item, scratch: Scratch, threads: int) -> mf.WeightSpec:
     """Two passes over cache-sized chunks: min/max, then codes straight into the shard writer."""
     rng = None
@@ -163,30 +181,43 @@ def _append_chunked(writer: "_core.ShardWriter", item: Item, scratch: Scratch, t
         part = _core.minmax(chunk, "", 0)
         rng = part if rng is None else _merge_range(rng, part)
     lo, hi, has_nan = rng if rng is not None else (0.0, 0.0, False)
-    reason = ""
-    if has_nan:
-        reason = ("holds NaN (kept as float32 rather than a float16 NaN)" if item.target == "float16"
-                  else f"holds NaN, which {item.target} cannot represent")
-    elif item.target in QMAX and (np.isinf(lo) or np.isinf(hi)):
-        reason = f"holds Inf, which {item.target} cannot represent"
+    reason = _refusal(item.target, lo, hi, has_nan)
     if reason:
         raise Refused(item, reason)
+    mn, scale = 0.0, 1.0
     if item.target == "float16":
         for chunk in item.chunks(scratch):
             writer.append_float16(chunk, "", threads)
-        return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization("float16", original_dtype="float32"))
-    qmax = QMAX[item.target]
-    if rng is None:
-        mn, scale = 0.0, 1.0
-    else:
+    elif rng is not None:
+        qmax = QMAX[item.target]
         mn, scale, mx = _core.affine_params(lo, hi, qmax)
         for chunk in item.chunks(scratch):
             writer.append_quantized(chunk, mn, scale, mx, qmax, False, "", threads)
-    return mf.WeightSpec(item.name, item.shape, item.dtype, mf.Quantization(item.target, mn, scale, "float32"))
+    return _quantized_spec(item, mn, scale)
+
+
+def _append_file(writer: "_core.ShardWriter", item: Item, threads: int) -> mf.WeightSpec:
+    """One C++ call without the GIL: the file range read, its min/max, the codes appended (the
+    same two passes on `threads`). A NaN tensor is refused for float16 too (the policy above)."""
+    where = item.file_range
+    try:
+        written, (lo, hi, has_nan), mn, scale = writer.append_file(
+            where.pieces, where.stored, where.count, item.target, where.codes_min, where.codes_scale, True, "", threads)
+    except _core.TruncatedFileError as error:
+        raise where.error(f"{error} (reading weight {item.name!r})") from None
+    except OSError as error:  # a failed read names its file; a failed shard write passes through
+        if error.filename not in {path for path, _, _ in where.pieces}:
+            raise
+        raise where.error(f"{error.filename}: cannot read weight {item.name!r}: {error.strerror}") from None
+    if not written:
+        raise Refused(item, _refusal(item.target, lo, hi, has_nan))
+    return _quantized_spec(item, mn, scale)
 
 
 def _append(writer: "_core.ShardWriter", item: Item, scratch: Scratch, threads: int) -> mf.WeightSpec:
     """Write one weight; raises Refused before writing a byte of a tensor its target cannot hold."""
+    if item.target is not None and item.file_range is not None:
+        return _append_file(writer, item, threads)
     if item.target is not None:
         return _append_chunked(writer, item, scratch, threads)
     if item.raw_chunks is not None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from qshard.errors import SourceError
 from qshard.formats import manifest as mf
+from qshard.formats.file_range import FileRange
 from qshard.formats.shards import Scratch
 
 CHUNK_BYTES = 128 * 1024  # below Zen 1's L2 cliff for pread copies; see shards.ShardSet.chunks
@@ -46,6 +47,7 @@ class Tensor:
     dtype: np.dtype
     read: Callable[[Scratch, int], Iterator[np.ndarray]]  # (scratch, chunk_bytes) -> 1-D chunks
     release: Callable[[], None] = lambda: None
+    file_range: Optional[FileRange] = None  # where the stored bytes lie, when the C++ loop can read them
 
     @property
     def size(self) -> int:

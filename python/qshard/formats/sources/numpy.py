@@ -10,6 +10,7 @@ from typing import Iterator
 import numpy as np
 
 from qshard.errors import SourceError
+from qshard.formats.file_range import in_file
 from qshard.formats.shards import Scratch
 from qshard.formats.sources import Source, Tensor, pread_chunks, register
 
@@ -54,8 +55,9 @@ def _npy_tensor(name: str, path: Path, where: str, base_offset: int = 0, f=None)
     offset = base_offset + f.tell()
     if fortran and len(shape) > 1:
         return Tensor(name, shape, dtype, _memmap_rows(path, offset, shape, dtype))
-    return Tensor(name, shape, dtype, pread_chunks(path, offset, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize,
-                                                    dtype))
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    return Tensor(name, shape, dtype, pread_chunks(path, offset, nbytes, dtype),
+                  file_range=in_file(path, offset, nbytes, dtype))
 
 
 def open_npz(path: Path) -> Source:

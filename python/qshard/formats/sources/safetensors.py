@@ -9,6 +9,7 @@ from typing import Iterator
 import numpy as np
 
 from qshard.errors import SourceError
+from qshard.formats.file_range import in_file
 from qshard.formats.shards import Scratch
 from qshard.formats.sources import Source, Tensor, pread_chunks, register
 
@@ -63,10 +64,12 @@ def open_safetensors(path: Path) -> Source:
         if offsets[1] - offsets[0] != count * stored.itemsize:
             raise SourceError(f"{where}: {offsets[1] - offsets[0]} bytes for shape {shape} of {info['dtype']}")
         reader = pread_chunks(path, data_start + offsets[0], offsets[1] - offsets[0], stored)
+        in_place = in_file(path, data_start + offsets[0], offsets[1] - offsets[0], stored,
+                           "bfloat16" if kind == "bfloat16" else None)
         dtype = stored
         if kind == "bfloat16":
             reader, dtype = _bfloat16_reader(reader), np.dtype(np.float32)
-        tensors.append(Tensor(name, tuple(shape), dtype, reader))
+        tensors.append(Tensor(name, tuple(shape), dtype, reader, file_range=in_place))
     return Source(path, "safetensors", tensors)
 
 
