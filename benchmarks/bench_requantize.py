@@ -1,8 +1,10 @@
 """Re-quantize a generated float32 web model to uint8 end to end, beside `cp -r` of the same
 files and tensorflowjs 4.22's read_weights + write_weights, in one run; wall time and peak RSS of
-each as a separate process.
+each as a separate process. Each round runs every command once; a command's ratio to `cp -r` is
+taken within each round (so a machine that slows down between rounds does not skew it), and the
+median over the rounds is shown.
 
-    python benchmarks/bench_requantize.py --gb 1 [--keep-files] [--tmp DIR]
+    python benchmarks/bench_requantize.py --gb 1 [--format safetensors] [--threads 1,2] [--repeat 3] [--tmp DIR]
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,10 +87,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, default=1.0, help="model size in GiB (default 1)")
     parser.add_argument("--tmp", help="where to put the files (default: a temporary folder)")
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each command; the best is kept")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (each command once per round); medians shown")
     parser.add_argument("--skip-tensorflowjs", action="store_true")
     parser.add_argument("--format", choices=["tfjs", "safetensors"], default="tfjs",
                         help="the input model's format (tensorflowjs only reads tfjs)")
+    parser.add_argument("--threads", default="",
+                        help="comma-separated thread counts to run qshard with too, beside its default (e.g. 1,2)")
     parser.add_argument("--make", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.make:
@@ -102,32 +107,41 @@ def main() -> int:
                        check=True)
         size = sum(f.stat().st_size for f in (src.iterdir() if src.is_dir() else [src]))
         env = dict(os.environ)
+        qshard = [sys.executable, "-m", "qshard", "quantize", str(src), str(root / "out"), "--uint8", "-q"]
         commands = {
             "cp -r": ["cp", "-r", str(src), str(root / "out")],  # (a file, for safetensors)
-            "qshard quantize --uint8": [sys.executable, "-m", "qshard", "quantize", str(src), str(root / "out"),
-                                        "--uint8", "-q"],
+            "qshard quantize --uint8": qshard,
         }
+        for threads in filter(None, args.threads.split(",")):
+            commands[f"qshard quantize --uint8 --threads {int(threads)}"] = qshard + ["--threads", str(int(threads))]
         if not args.skip_tensorflowjs and args.format == "tfjs":
             commands["tensorflowjs read+write_weights"] = [
                 "sh", "-c", f'mkdir -p "{root / "out"}" && exec "{sys.executable}" -c \'{TFJS_SCRIPT}\' '
                             f'"{src}" "{root / "out"}"']
-        results = {name: (float("inf"), 0.0) for name in commands}
+        walls = {name: [] for name in commands}
+        rss = dict.fromkeys(commands, 0.0)
         for _ in range(args.repeat):
             for name, cmd in commands.items():
                 drop_output(root / "out")
-                wall, rss = timed(cmd, env)
-                best = results[name]
-                results[name] = (min(best[0], wall), max(best[1], rss))
-        base = results["cp -r"][0]
+                wall, peak = timed(cmd, env)
+                walls[name].append(wall)
+                rss[name] = max(rss[name], peak)
+        cp = walls["cp -r"]
         layout = "in 4 MiB shards" if args.format == "tfjs" else "in one safetensors file"
-        print(f"model: {size / 2**30:.2f} GiB float32 {layout}; best of {args.repeat}; "
+        print(f"model: {size / 2**30:.2f} GiB float32 {layout}; medians of {args.repeat} rounds; "
               f"CPU {os.cpu_count()} cores")
-        print(f"{'command':<34} {'wall s':>8} {'GB/s':>7} {'x cp':>6} {'peak RSS MiB':>13}")
-        for name, (wall, rss) in results.items():
-            print(f"{name:<34} {wall:>8.2f} {size / wall / 1e9:>7.2f} {wall / base:>6.2f} {rss:>13.0f}")
-        q = results["qshard quantize --uint8"][0]
-        if "tensorflowjs read+write_weights" in results:
-            print(f"qshard is {results['tensorflowjs read+write_weights'][0] / q:.1f}x faster than tensorflowjs")
+        print(f"{'command':<42} {'wall s':>8} {'GB/s':>7} {'x cp':>6} {'peak RSS MiB':>13}")
+        for name, times in walls.items():
+            wall = statistics.median(times)
+            ratio = statistics.median(t / c for t, c in zip(times, cp))
+            print(f"{name:<42} {wall:>8.2f} {size / wall / 1e9:>7.2f} {ratio:>6.2f} {rss[name]:>13.0f}")
+        q = statistics.median(walls["qshard quantize --uint8"])
+        if "tensorflowjs read+write_weights" in walls:
+            print(f"qshard is {statistics.median(walls['tensorflowjs read+write_weights']) / q:.1f}x faster "
+                  f"than tensorflowjs")
+        one, two = (walls.get(f"qshard quantize --uint8 --threads {n}") for n in (1, 2))
+        if one and two:
+            print(f"2 threads are {statistics.median(a / b for a, b in zip(one, two)):.2f}x as fast as 1")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0
