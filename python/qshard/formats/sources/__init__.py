@@ -1,7 +1,9 @@
 """Tensor sources: every kind of weights file qshard reads, behind one small protocol.
 
 A source is a model's tensors in file order (`Source.tensors`), each a `Tensor` with a name, shape,
-source dtype and a chunk reader, so converting a model never holds a whole large tensor in memory.
+source dtype and a chunk reader, so converting a model never holds a whole large tensor in memory;
+a tensor whose stored bytes lie in a file as they are also gives its FileRange, and is then
+quantized by one C++ call (qshard.formats.file_range).
 Each input kind is one module here that registers an opener with `register`; adding a format
 (ONNX initializers, GGUF, ...) is one new module and one line at the bottom of this file. tfjs web
 models are read by qshard.formats.webmodel (their quantized codes and groups carry over as they are).
