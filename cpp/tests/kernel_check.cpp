@@ -130,6 +130,21 @@ class Checker {
         std::vector<float> widened(n + 1);
         qshard::f32_from_f16(k_, halves.data(), n, widened.data(), threads);
         hash("f32_from_f16").bytes(widened.data(), n * sizeof(float));
+        // The other stored forms the chunk loop widens: bfloat16 (the top half of x) and float64
+        // values up to half a float32 step away from x, rounded back (NaN lanes left out: a NaN
+        // tensor is never quantized, so its payload is no result).
+        for (size_t i = 0; i < n; ++i) {
+            uint32_t bits;
+            std::memcpy(&bits, x + i, sizeof bits);
+            halves[i] = static_cast<uint16_t>(bits >> 16);
+        }
+        k_.f32_from_bf16(halves.data(), n, widened.data());
+        hash("f32_from_bf16").bytes(widened.data(), n * sizeof(float));
+        std::vector<double> doubles(n + 1);
+        for (size_t i = 0; i < n; ++i)
+            doubles[i] = std::isnan(x[i]) ? 0.0 : static_cast<double>(x[i]) * (1.0 + std::ldexp(i % 5, -26));
+        k_.f32_from_f64(doubles.data(), n, widened.data());
+        hash("f32_from_f64").bytes(widened.data(), n * sizeof(float));
 
         hash("ceiling_read").value(qshard::ceiling_read(k_, x, n, threads));
         // The other memory-ceiling probes only move bytes in a kernel's pattern for `qshard bench`;
