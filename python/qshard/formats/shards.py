@@ -1,8 +1,14 @@
-"""Reading tfjs shards: safe paths, memory-mapped files, per-tensor views without concatenating."""
+"""Reading tfjs shards: safe paths, pread into buffers the reader owns.
+
+Shards are never memory-mapped: a mapped file that another process truncates kills the reader with
+SIGBUS on the next access to a page past the new end, with no chance to report it. pread returns a
+short count instead, which becomes a ShardError naming the file. Quantizing reads every tensor
+through one reused 128 KiB buffer either way, so this costs nothing there; whole-tensor reads
+(inspect --error, read_weights) copy once from the page cache, where a mapping would fault every
+page in."""
 from __future__ import annotations
 
 import bisect
-import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,17 +19,42 @@ import numpy as np
 from qshard import dtypes
 from qshard.errors import ShardError
 from qshard.formats import manifest as mf
+from qshard.formats.inputs import check_memory, open_regular
 
 STORED_NUMPY = dtypes.STORED_NUMPY
 
 
+# Characters a browser resolves differently from a file system: it percent-decodes ('%2e%2e' is
+# '..'), reads '\\' as '/', cuts the path at '?' and '#', drops tabs and newlines and strips
+# leading and trailing spaces. A shard path holding one names one file on disk and another on a
+# web server.
+_URL_UNSAFE = {"%": "'%' (a browser percent-decodes it)", "\\": "a backslash (a browser reads it as '/')",
+               "?": "'?' (a browser starts a query there)", "#": "'#' (a browser starts a fragment there)"}
+
+
+def _browser_problem(path: str) -> str:
+    for char, why in _URL_UNSAFE.items():
+        if char in path:
+            return why
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return "a control character (a browser drops tabs and newlines from URLs)"
+    if path != path.strip(" "):
+        return "a leading or trailing space (a browser strips it)"
+    return ""
+
+
 def safe_shard_path(folder: Path, path: str, source: str) -> Path:
-    """folder/path, refusing URLs, absolute paths, '..' and symlinks that leave the folder."""
+    """folder/path, refusing URLs, absolute paths, '..', symlinks that leave the folder, and
+    characters a browser resolves differently from the file system."""
     if "://" in path or path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
         raise ShardError(f"{source}: shard path {path!r} is not a relative file name inside the model folder")
     parts = path.replace("\\", "/").split("/")
     if any(part in ("..", "") for part in parts) or "\x00" in path:
         raise ShardError(f"{source}: shard path {path!r} leaves the model folder")
+    problem = _browser_problem(path)
+    if problem:
+        raise ShardError(f"{source}: shard path {path!r} holds {problem}, so a browser would fetch "
+                         f"another file than the one on disk")
     full = folder / path
     real_folder, real = os.path.realpath(folder), os.path.realpath(full)
     if os.path.commonpath([real_folder, real]) != real_folder:
@@ -48,44 +79,31 @@ class Located:
 
 
 class GroupBytes:
-    """The shards of one group, memory-mapped, addressed as one byte range."""
+    """The shards of one group, addressed as one byte range and read with pread (see the module
+    docstring: never mapped). Each shard is opened once, checked to be a regular file."""
 
     def __init__(self, files: Sequence[Path]):
         self.files = list(files)
-        self.maps: List[object] = []
         self.starts: List[int] = []
+        self._sizes: List[int] = []
+        self._fds: dict = {}
         total = 0
-        for path in self.files:
-            try:
-                with open(path, "rb") as f:
-                    size = os.fstat(f.fileno()).st_size
-                    self.maps.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b"")
-            except FileNotFoundError:
-                raise ShardError(f"{path}: shard file is missing") from None
-            except OSError as error:
-                raise ShardError(f"{path}: cannot read shard: {error.strerror or error}") from None
-            self.starts.append(total)
-            total += size
-        self._sizes = [len(m) for m in self.maps]
-        self._fds = {}
+        try:
+            for index, path in enumerate(self.files):
+                fd = self._fds[index] = open_regular(path, "shard file", ShardError)
+                size = os.fstat(fd).st_size
+                self.starts.append(total)
+                self._sizes.append(size)
+                total += size
+        except BaseException:
+            self.close()
+            raise
         self.total = total
 
     def view(self, offset: int, nbytes: int) -> memoryview:
-        """The bytes [offset, offset + nbytes): a zero-copy view inside one shard, else a copy."""
-        if nbytes == 0:
-            return memoryview(b"")
-        first = bisect.bisect_right(self.starts, offset) - 1
-        start = offset - self.starts[first]
-        buf = memoryview(self.maps[first])
-        if start + nbytes <= len(buf):
-            return buf[start:start + nbytes]
+        """The bytes [offset, offset + nbytes), read into a new buffer the caller owns."""
         out = bytearray(nbytes)
-        done, index = 0, first
-        while done < nbytes:
-            piece = memoryview(self.maps[index])[start:start + (nbytes - done)]
-            out[done:done + len(piece)] = piece
-            done += len(piece)
-            index, start = index + 1, 0
+        self.read_into(offset, memoryview(out))
         return memoryview(out)
 
     def read_into(self, offset: int, out: memoryview) -> None:
@@ -96,16 +114,19 @@ class GroupBytes:
         while done < nbytes:
             start = offset + done - self.starts[index]
             piece = min(nbytes - done, self._sizes[index] - start)
-            got = os.preadv(self._fd(index), [out[done:done + piece]], start)
+            try:
+                got = os.preadv(self._fd(index), [out[done:done + piece]], start)
+            except OSError as error:
+                raise ShardError(f"{self.files[index]}: cannot read shard: {error.strerror or error}") from None
             if got != piece:
-                raise ShardError(f"{self.files[index]}: shard changed while being read")
+                raise ShardError(f"{self.files[index]}: shard changed while being read (it is now shorter)")
             done += piece
             index += 1
 
     def _fd(self, index: int) -> int:
         fd = self._fds.get(index)
         if fd is None:
-            fd = self._fds[index] = os.open(self.files[index], os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fd = self._fds[index] = open_regular(self.files[index], "shard file", ShardError)
         return fd
 
     def close(self) -> None:
@@ -119,18 +140,26 @@ class GroupBytes:
         except Exception:
             pass
 
-    def read_u32(self, offset: int) -> int:
-        return int.from_bytes(self.view(offset, 4), "little")
-
 
 def _string_bytes(data: GroupBytes, offset: int, spec: mf.WeightSpec, source: str) -> int:
-    pos = offset
+    """Bytes of a string weight: per element a uint32 length, then that many bytes. Its element
+    count is refused at once when even empty strings would not fit, so the walk is bounded by the
+    shard bytes; it reads them a window at a time."""
+    past_end = ShardError(f"{source}: string weight {spec.name!r} runs past the end of its shards")
+    if spec.size * 4 > data.total - offset:
+        raise ShardError(f"{source}: string weight {spec.name!r} has {spec.size} elements, which need at "
+                         f"least {spec.size * 4} bytes, but its shards hold {data.total - offset} from its start")
+    window, window_start, pos = b"", offset, offset
     for _ in range(spec.size):
         if pos + 4 > data.total:
-            raise ShardError(f"{source}: string weight {spec.name!r} runs past the end of its shards")
-        pos += 4 + data.read_u32(pos)
+            raise past_end
+        if pos + 4 > window_start + len(window):
+            window_start = pos
+            window = bytes(data.view(pos, min(1 << 20, data.total - pos)))
+        at = pos - window_start
+        pos += 4 + int.from_bytes(window[at:at + 4], "little")
     if pos > data.total:
-        raise ShardError(f"{source}: string weight {spec.name!r} runs past the end of its shards")
+        raise past_end
     return pos - offset
 
 
@@ -190,11 +219,13 @@ class ShardSet:
             yield part.view(dtype)
 
     def raw_bytes(self, name: str) -> memoryview:
+        """A weight's stored bytes, read into memory the caller owns."""
         loc = self.where[name]
+        check_memory(loc.nbytes, f"{self.model.path}: weight {name!r}", ShardError)
         return self.groups[loc.group].view(loc.offset, loc.nbytes)
 
     def stored(self, spec: mf.WeightSpec) -> np.ndarray:
-        """The stored values (codes for quantized weights), a read-only view where possible."""
+        """The stored values (codes for quantized weights), in memory the caller owns."""
         buf = self.raw_bytes(spec.name)
         if spec.dtype == "string" and not spec.quantization:
             return decode_strings(bytes(buf), spec.shape)

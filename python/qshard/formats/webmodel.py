@@ -176,14 +176,9 @@ class WebModel:
 def read_weights(path: Union[str, os.PathLike], *, raw: bool = False, rounding: str = "half_up") -> Dict[str, np.ndarray]:
     """name -> values of a web model, dequantized as the tfjs client does (raw=True: the stored
     codes; rounding="half_even": int32 weights as tensorflowjs's Python reader rounds them). The
-    arrays are the caller's own: none is a view of a shard file, which could change or shrink later
-    (a truncated mapping kills the process with SIGBUS on access)."""
+    arrays are the caller's own, read from the shards (never views of a mapped file)."""
     model = WebModel(path)
-    out = {}
-    for s in model.specs:
-        a = model.stored(s.name) if raw else model.values(s.name, rounding)
-        out[s.name] = a if a.flags.owndata else a.copy()
-    return out
+    return {s.name: model.stored(s.name) if raw else model.values(s.name, rounding) for s in model.specs}
 
 
 def quantize_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *,
