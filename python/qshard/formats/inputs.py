@@ -102,6 +102,20 @@ def read_regular(path: PathLike, what: str, error: ErrorClass = InputError, limi
     return data
 
 
+def read_exact(fd: int, out: memoryview, offset: int, path: PathLike, error: ErrorClass = InputError) -> None:
+    """Fill out with the file's bytes from offset (pread, as many calls as the kernel needs)."""
+    done = 0
+    while done < len(out):
+        try:
+            got = os.preadv(fd, [out[done:]], offset + done)
+        except OSError as e:
+            raise error(f"{path}: cannot read: {e.strerror or e}") from None
+        if got == 0:
+            raise error(f"{path}: ends early (byte {offset + done} of {offset + len(out)}); "
+                        f"was it changed while being read?")
+        done += got
+
+
 # --------------------------------------------------------------------------------------------------
 # Memory.
 
