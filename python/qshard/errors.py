@@ -64,3 +64,7 @@ class ModelInputError(QshardError, ValueError):
 
 class InputError(QshardError, OSError):
     """An input that is not a regular file (a folder, FIFO, socket or device), or whose size cannot be real."""
+
+
+class StaleTemporaryWarning(UserWarning):
+    """A temporary output left by a qshard run that was killed, found (and removed) by a later run."""

@@ -110,6 +110,17 @@ def element_count(shape: Sequence[int]) -> Optional[int]:
     return count
 
 
+def name_problem(name: Any) -> str:
+    """Why a weight name cannot be written to a manifest qshard and tfjs read back ('' if it can)."""
+    if not isinstance(name, str) or not name:
+        return f"weight name must be a non-empty string, got {name!r}"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"weight name {name!r} is not valid Unicode (a lone surrogate escape)"
+    return ""
+
+
 def _fail(source: str, where: str, problem: str) -> ManifestError:
     return ManifestError(f"{source}: {where}: {problem}" if where else f"{source}: {problem}")
 
@@ -145,12 +156,9 @@ def _parse_weight(w: Any, source: str, where: str) -> WeightSpec:
     if not isinstance(w, dict):
         raise _fail(source, where, "a weight entry must be an object")
     name = w.get("name")
-    if not isinstance(name, str) or not name:
-        raise _fail(source, where, f"weight name must be a non-empty string, got {name!r}")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _fail(source, where, f"weight name {name!r} is not valid Unicode (a lone surrogate escape)") from None
+    problem = name_problem(name)
+    if problem:
+        raise _fail(source, where, problem)
     where = f"{where} ({name!r})"
     shape = w.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Sequence, Tuple
@@ -80,21 +81,25 @@ class Located:
 
 class GroupBytes:
     """The shards of one group, addressed as one byte range and read with pread (see the module
-    docstring: never mapped). Each shard is opened once, checked to be a regular file."""
+    docstring: never mapped). Each shard is checked to be a regular file when the group is opened;
+    at most OPEN_SHARDS stay open at a time, and one opened again must be the same file."""
+
+    OPEN_SHARDS = 64
 
     def __init__(self, files: Sequence[Path]):
         self.files = list(files)
         self.starts: List[int] = []
         self._sizes: List[int] = []
-        self._fds: dict = {}
+        self._ids: List[Tuple[int, int]] = []
+        self._fds: "OrderedDict[int, int]" = OrderedDict()
         total = 0
         try:
             for index, path in enumerate(self.files):
-                fd = self._fds[index] = open_regular(path, "shard file", ShardError)
-                size = os.fstat(fd).st_size
+                st = os.fstat(self._fd(index))
                 self.starts.append(total)
-                self._sizes.append(size)
-                total += size
+                self._sizes.append(st.st_size)
+                self._ids.append((st.st_dev, st.st_ino))
+                total += st.st_size
         except BaseException:
             self.close()
             raise
@@ -125,8 +130,18 @@ class GroupBytes:
 
     def _fd(self, index: int) -> int:
         fd = self._fds.get(index)
-        if fd is None:
-            fd = self._fds[index] = open_regular(self.files[index], "shard file", ShardError)
+        if fd is not None:
+            self._fds.move_to_end(index)
+            return fd
+        if len(self._fds) >= self.OPEN_SHARDS:
+            os.close(self._fds.popitem(last=False)[1])
+        fd = open_regular(self.files[index], "shard file", ShardError)
+        if index < len(self._ids):
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != self._ids[index]:
+                os.close(fd)
+                raise ShardError(f"{self.files[index]}: shard was replaced by another file while being read")
+        self._fds[index] = fd
         return fd
 
     def close(self) -> None:
