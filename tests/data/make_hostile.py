@@ -193,7 +193,8 @@ def web_huge_model_json(root):
 def _path_case(path):
     def build(root):
         folder = web_model(root / "m")
-        os.makedirs(folder / os.path.dirname(path), exist_ok=True) if os.path.dirname(path) else None
+        if os.path.dirname(path):
+            os.makedirs(folder / os.path.dirname(path), exist_ok=True)
         os.rename(folder / "group1-shard1of1.bin", folder / path)
 
         def edit(manifest):

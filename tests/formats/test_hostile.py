@@ -3,10 +3,6 @@ separate process with a timeout (a hang fails the test instead of hanging CI) an
 line naming the file and the problem, exit code 2 (verify: a problem line and 1), no traceback, no
 signal death, nothing left behind (no output, no temporary, no folder created for it) and the input
 unchanged."""
-import hashlib
-import os
-import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,32 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 import make_hostile  # noqa: E402
 from make_hostile import CASES, data_file, web_model  # noqa: E402
-
-TIMEOUT = 60
-
-
-def tree_state(root: Path) -> dict:
-    """Every path under root with its kind and, for regular files, a hash of their bytes (size and
-    mtime for big sparse ones), without opening anything that could block."""
-    state = {}
-    if not root.exists():
-        return state
-    for path in sorted([root, *root.rglob("*")]):
-        st = path.lstat()
-        if stat.S_ISREG(st.st_mode):
-            digest = (hashlib.sha256(path.read_bytes()).hexdigest() if st.st_size < (64 << 20)
-                      else (st.st_size, st.st_mtime_ns))
-            state[str(path.relative_to(root))] = ("file", digest)
-        else:
-            state[str(path.relative_to(root))] = (stat.S_IFMT(st.st_mode), None)
-    return state
-
-
-def run_qshard(args, cwd, tmpdir):
-    """The command in its own process, with TMPDIR pointed at a folder the test watches."""
-    env = dict(os.environ, TMPDIR=str(tmpdir))
-    return subprocess.run([sys.executable, "-m", "qshard", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT)
+from support.processes import run_qshard, tree_state  # noqa: E402
 
 
 @pytest.fixture
@@ -98,7 +69,7 @@ def test_every_kind_and_command_is_covered():
 def test_hostile_input(case, command, place):
     path = case.build(place / "in")
     before = {name: tree_state(place / name) for name in ("in", "work", "tmp")}
-    done = run_qshard(commands(case.kind, path, place)[command], place / "work", place / "tmp")
+    done = run_qshard(commands(case.kind, path, place)[command], cwd=place / "work", tmpdir=place / "tmp")
     assert done.returncode >= 0, f"killed by signal {-done.returncode}: {done.stderr}"
     assert "Traceback" not in done.stderr and "Traceback" not in done.stdout, done.stderr
     if command == "verify":
