@@ -205,8 +205,8 @@ def _path_case(path):
 
 for _name, _path, _why in (("percent_dotdot", "%2e%2e", "'%'"), ("percent", "a%41.bin", "'%'"),
                            ("backslash", "sub\\x.bin", "a backslash"), ("query", "a.bin?v=1", "'?'"),
-                           ("fragment", "a.bin#x", "'#'"), ("tab", "a\tb.bin", "a control character"),
-                           ("trailing_space", "a.bin ", "a leading or trailing space")):
+                           ("fragment", "a.bin#x", "'#'"), ("tab", "a\tb.bin", "a tab or line break"),
+                           ("trailing_space", "a.bin ", "a trailing space or control character")):
     CASES.append(Case(f"web_path_{_name}", "web", f"holds {_why}", _path_case(_path)))
 
 

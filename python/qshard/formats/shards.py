@@ -25,10 +25,11 @@ from qshard.formats.inputs import check_memory, open_regular
 STORED_NUMPY = dtypes.STORED_NUMPY
 
 
-# Characters a browser resolves differently from a file system: it percent-decodes ('%2e%2e' is
-# '..'), reads '\\' as '/', cuts the path at '?' and '#', drops tabs and newlines and strips
-# leading and trailing spaces. A shard path holding one names one file on disk and another on a
-# web server.
+# Characters a browser (the WHATWG URL parser) resolves differently from a file system: it
+# percent-decodes ('%2e%2e' is '..'), reads '\\' as '/', cuts the path at '?' and '#', drops tabs
+# and line breaks, and strips trailing spaces and control characters (tfjs puts the model's folder
+# URL in front, so leading ones stay). A shard path holding one names one file on disk and another
+# on a web server; tests/formats/test_tfjs_agreement.py checks the rule both ways.
 _URL_UNSAFE = {"%": "'%' (a browser percent-decodes it)", "\\": "a backslash (a browser reads it as '/')",
                "?": "'?' (a browser starts a query there)", "#": "'#' (a browser starts a fragment there)"}
 
@@ -37,10 +38,10 @@ def _browser_problem(path: str) -> str:
     for char, why in _URL_UNSAFE.items():
         if char in path:
             return why
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
-        return "a control character (a browser drops tabs and newlines from URLs)"
-    if path != path.strip(" "):
-        return "a leading or trailing space (a browser strips it)"
+    if any(c in path for c in "\t\n\r"):
+        return "a tab or line break (a browser drops them from URLs)"
+    if path[-1] <= " ":
+        return "a trailing space or control character (a browser strips it from the end of a URL)"
     return ""
 
 
