@@ -564,6 +564,31 @@ def data_missing_arrays(root):
     return data_file(root, inputs=X)
 
 
+# --------------------------------------------------------------------------------------------------
+# Files built by tests/fuzz/fuzz_sources.py that once escaped as other exceptions (kept in
+# tests/data/fuzz_findings/).
+
+FINDINGS = Path(__file__).parent / "fuzz_findings"
+
+
+def _finding(name: str, kind: str, expected: str, only: Tuple[str, ...] = ()):
+    def build(root):
+        root.mkdir(parents=True, exist_ok=True)
+        target = root / ("d.npz" if kind == "data" else "m.npz")
+        target.write_bytes((FINDINGS / f"{name}.npz").read_bytes())
+        return target
+    CASES.append(Case(f"fuzz_{kind}_{name}", kind, expected, build, only))
+
+
+_finding("header_outside_file", "npz", "x.npy: corrupt zip entry (its header lies outside the file)")  # was OSError
+_finding("header_outside_file", "data", "array 'x': cannot be read", only=("tflite",))
+_finding("zip_version_10_8", "npz", "is not a readable zip archive (zip file version 10.8)")  # NotImplementedError
+_finding("zip_version_10_8", "data", "is not a readable zip archive (zip file version 10.8)")
+_finding("negative_dim", "data", "shape must be a list of non-negative integers, got [6, -1, 0]",
+         only=("tflite",))  # a ValueError from reshape
+_finding("zero_and_huge_dims", "data", "has more elements than any real tensor", only=("tflite",))  # ValueError
+
+
 def main(out: Path) -> None:
     for c in CASES:
         c.build(out / c.name)

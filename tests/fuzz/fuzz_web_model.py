@@ -22,7 +22,8 @@ WORK = tempfile.mkdtemp(prefix="qshard-fuzz-")
 DTYPES = ["float32"] * 6 + ["int32", "bool", "string", "complex64", "uint8", "float64", ""]
 QDTYPES = ["uint8", "uint16", "float16"] * 3 + ["int4", None]
 SHARDS = ["group1-shard1of1.bin", "group1-shard2of2.bin", "a.bin"]
-PATHS = SHARDS * 4 + ["../x.bin", "/etc/hostname", "http://h/x.bin", "sub/../a.bin", "", "missing.bin", "link.bin"]
+PATHS = SHARDS * 4 + ["../x.bin", "/etc/hostname", "http://h/x.bin", "sub/../a.bin", "", "missing.bin", "link.bin",
+                      "%2e%2e/a.bin", "a.bin?v=1", "sub\\a.bin", "a.bin "]
 NUMBERS = [0.5, -1.5, 1.0, 0.01] * 3 + [0.0, -0.0, 1e-300, 1e300, math.nan, math.inf, -math.inf, 3, True, "1", None]
 
 
@@ -41,6 +42,8 @@ def weight(fdp):
         w["quantization"] = q
     if rare():
         del w[fdp.PickValueInList(["name", "shape", "dtype"])]
+    if rare():
+        w["quantization"] = None  # tfjs reads the key's presence as "quantized" and fails
     return w
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from qshard.errors import EvalError, QshardError
 from qshard.formats.inputs import available_memory, check_memory, open_file, open_zip
-from qshard.formats.manifest import element_count
+from qshard.formats.manifest import element_count, shape_problem
 
 PathLike = Union[str, os.PathLike]
 NPY_MAGIC = b"\x93NUMPY"
@@ -32,10 +32,10 @@ def _read_npy(f, size: int, where: str, error: Type[QshardError]) -> np.ndarray:
         raise error(f"{where}: not a readable .npy array ({type(e).__name__}: {e})") from None
     if dtype.hasobject or dtype.kind not in "biuf":
         raise error(f"{where}: holds {dtype} values; data arrays must be numbers or booleans")
-    count = element_count(shape)
-    if count is None:
-        raise error(f"{where}: shape {list(shape)} has more elements than any real array")
-    nbytes = count * dtype.itemsize
+    problem = shape_problem(shape)
+    if problem:
+        raise error(f"{where}: {problem}")
+    nbytes = element_count(shape) * dtype.itemsize
     have = size - f.tell()
     if nbytes != have:
         raise error(f"{where}: the header declares shape {list(shape)} of {dtype} ({nbytes} bytes), "

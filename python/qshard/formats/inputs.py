@@ -221,7 +221,7 @@ def open_zip(path: PathLike, what: str, error: ErrorClass = InputError,
     with open_file(path, what, error) as f:
         try:
             archive = zipfile.ZipFile(f)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as e:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError, NotImplementedError) as e:
             raise error(f"{path}: the {what} is not a readable zip archive ({e})") from None
         with archive:
             infos = archive.infolist()

@@ -98,16 +98,25 @@ class ModelFile:
 
 
 def element_count(shape: Sequence[int]) -> Optional[int]:
-    """The number of elements of a shape, or None beyond MAX_ELEMENTS (stops multiplying there, so
-    a long list of huge dimensions costs no time)."""
-    if 0 in shape:
-        return 0
+    """The number of elements of a shape, or None when its non-zero dimensions multiply beyond
+    MAX_ELEMENTS (numpy cannot hold such a shape even empty). Stops multiplying there, so a long
+    list of huge dimensions costs no time."""
     count = 1
     for d in shape:
-        count *= d
+        count *= d or 1
         if count > MAX_ELEMENTS:
             return None
-    return count
+    return 0 if 0 in shape else count
+
+
+def shape_problem(shape: Sequence[Any]) -> str:
+    """Why a shape cannot be a tensor's ('' if it can): dimensions must be integers >= 0, their
+    product at most MAX_ELEMENTS."""
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        return f"shape must be a list of non-negative integers, got {list(shape)!r}"
+    if element_count(shape) is None:
+        return f"shape {list(shape)} has more elements than any real tensor"
+    return ""
 
 
 def name_problem(name: Any) -> str:
@@ -161,11 +170,9 @@ def _parse_weight(w: Any, source: str, where: str) -> WeightSpec:
         raise _fail(source, where, problem)
     where = f"{where} ({name!r})"
     shape = w.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in shape):
-        raise _fail(source, where, f"shape must be a list of non-negative integers, got {shape!r}")
-    if element_count(shape) is None:
-        raise _fail(source, where, f"shape {shape} has more elements than any real tensor")
+    problem = shape_problem(shape) if isinstance(shape, list) else f"shape must be a list, got {shape!r}"
+    if problem:
+        raise _fail(source, where, problem)
     dtype = w.get("dtype")
     if dtype not in DTYPES:
         raise _fail(source, where, f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")

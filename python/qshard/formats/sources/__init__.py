@@ -43,8 +43,9 @@ def tfjs_dtype(dtype: np.dtype) -> str:
 def check_tensor(where: str, shape, dtype: np.dtype) -> None:
     """Refuse, naming the tensor, a shape with more elements than any real tensor or a dtype tfjs
     has no counterpart for: before anything is allocated, read or written."""
-    if mf.element_count(shape) is None:
-        raise SourceError(f"{where}: shape {list(shape)} has more elements than any real tensor")
+    problem = mf.shape_problem(shape)
+    if problem:
+        raise SourceError(f"{where}: {problem}")
     try:
         tfjs_dtype(dtype)
     except SourceError as error:

@@ -76,14 +76,17 @@ def open_npz(path: Path) -> Source:
             if info.compress_type != zipfile.ZIP_STORED:
                 raise SourceError(f"{where}: compressed members (numpy.savez_compressed) cannot be read in "
                                   f"place; save with numpy.savez, or pass a folder of .npy files")
+            size = os.fstat(raw.fileno()).st_size
+            if not 0 <= info.header_offset <= size - 30:
+                raise SourceError(f"{where}: corrupt zip entry (its header lies outside the file)")
             raw.seek(info.header_offset)
             local = raw.read(30)
-            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            if local[:4] != b"PK\x03\x04":
                 raise SourceError(f"{where}: corrupt zip entry")
             name_len, extra_len = struct.unpack("<HH", local[26:30])
             data_offset = info.header_offset + 30 + name_len + extra_len
             raw.seek(data_offset)
-            tensors.append(_npy_tensor(name, path, where, raw, data_offset + info.file_size))
+            tensors.append(_npy_tensor(name, path, where, raw, min(data_offset + info.file_size, size)))
     return Source(path, "npz", tensors)
 
 
