@@ -238,11 +238,25 @@ def web_deep_json(root):
     return folder
 
 
-@case("web", "has 1099511627776 elements, which need at least")
+@case("web", "has 1000000 elements, which need at least 4000000 bytes, but its shards hold 64")
 def web_string_count_lies(root):
     folder = web_model(root / "m")
     (folder / "group1-shard1of1.bin").write_bytes(b"\0" * 64)
+    return edit_manifest(folder, lambda m: m[0].update(weights=[{"name": "s", "shape": [1000000], "dtype": "string"}]))
+
+
+@case("web", "has 1099511627776 elements; qshard reads string weights of at most 16777216")
+def web_string_count_beyond_limit(root):
+    folder = web_model(root / "m")
+    (folder / "group1-shard1of1.bin").write_bytes(b"\0" * 64)
     return edit_manifest(folder, lambda m: m[0].update(weights=[{"name": "s", "shape": [1 << 40], "dtype": "string"}]))
+
+
+@case("web", "the model JSON is a FIFO (named pipe), not a regular file")
+def web_fifo_model_json_in_folder(root):
+    folder = web_model(root / "m")
+    swap_for_fifo(folder / "model.json")
+    return folder
 
 
 @case("web", "more elements than any real tensor")

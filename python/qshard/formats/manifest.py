@@ -213,8 +213,8 @@ def parse_manifest(manifest: Any, source: str = "manifest") -> List[Group]:
 def _looks_like_model_json(path: Path) -> bool:
     """A cheap look (no parse): a JSON object naming a weightsManifest, or a list of weight groups."""
     try:
-        data = path.read_bytes()
-    except OSError:
+        data = read_regular(path, "JSON file", ManifestError)  # (a FIFO or a huge file is not a model's)
+    except ManifestError:
         return False
     head = data.lstrip()[:1]
     if head == b"{":
@@ -227,7 +227,8 @@ def model_files(folder: Union[str, os.PathLike]) -> List[Path]:
     so that the problem is reported), and every other .json holding a weights manifest."""
     folder = Path(folder)
     try:
-        jsons = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".json" and p.is_file())
+        jsons = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".json"
+                       and (p.name in (MODEL_NAME, MANIFEST_NAME) or p.is_file()))
     except OSError as error:
         raise ManifestError(f"{folder}: cannot list the folder: {error.strerror or error}") from None
     return [p for p in jsons if p.name in (MODEL_NAME, MANIFEST_NAME) or _looks_like_model_json(p)]

@@ -157,11 +157,17 @@ class GroupBytes:
             pass
 
 
+MAX_STRINGS = 1 << 24  # elements of one string weight: a vocabulary is far smaller; walking this many takes seconds
+
+
 def _string_bytes(data: GroupBytes, offset: int, spec: mf.WeightSpec, source: str) -> int:
     """Bytes of a string weight: per element a uint32 length, then that many bytes. Its element
     count is refused at once when even empty strings would not fit, so the walk is bounded by the
     shard bytes; it reads them a window at a time."""
     past_end = ShardError(f"{source}: string weight {spec.name!r} runs past the end of its shards")
+    if spec.size > MAX_STRINGS:
+        raise ShardError(f"{source}: string weight {spec.name!r} has {spec.size} elements; qshard reads string "
+                         f"weights of at most {MAX_STRINGS} (each element's length is read one by one)")
     if spec.size * 4 > data.total - offset:
         raise ShardError(f"{source}: string weight {spec.name!r} has {spec.size} elements, which need at "
                          f"least {spec.size * 4} bytes, but its shards hold {data.total - offset} from its start")
