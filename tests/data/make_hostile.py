@@ -21,9 +21,9 @@ from qshard import tfjs
 from qshard.example import dense_layer
 
 # What each kind is: a tfjs web model folder; a weights file or folder for `quantize`; a Keras 2
-# .h5 model or a .keras file for `convert` / `eval` / `mixed` / `tflite`; a data file for --data
-# and --calibration.
-KINDS = ("web", "safetensors", "npz", "npy", "h5", "h5model", "keras", "data")
+# .h5 model or a .keras file for `convert` / `eval` / `mixed` / `tflite`; a SavedModel folder for
+# `tflite`; a data file for --data and --calibration.
+KINDS = ("web", "safetensors", "npz", "npy", "h5", "h5model", "keras", "savedmodel", "data")
 
 
 @dataclass
@@ -493,6 +493,24 @@ def keras_fifo(root):
     root.mkdir(parents=True, exist_ok=True)
     os.mkfifo(root / "m.keras")
     return root / "m.keras"
+
+
+# --------------------------------------------------------------------------------------------------
+# SavedModel folders (tflite; refused before TensorFlow is imported).
+
+@case("savedmodel", "the SavedModel file is a FIFO (named pipe)")
+def savedmodel_fifo_variables(root):
+    folder = root / "saved"
+    (folder / "variables").mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"")
+    os.mkfifo(folder / "variables" / "variables.index")
+    return folder
+
+
+@case("savedmodel", "not a SavedModel folder (no saved_model.pb)")
+def savedmodel_without_pb(root):
+    (root / "saved" / "variables").mkdir(parents=True)
+    return root / "saved"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -48,6 +48,8 @@ def commands(kind: str, path: Path, t: Path) -> dict:
                 "eval": ["eval", path, "--data", data, "--tflite", "none"],
                 "mixed": ["mixed", path, out, "--data", data],
                 "tflite": ["tflite", path, out, "--modes", "float32"]}
+    if kind == "savedmodel":
+        return {"tflite": ["tflite", path, out, "--modes", "float32"]}
     assert kind == "data"
     return {"eval": ["eval", keras, "--data", path, "--tflite", "none"],
             "mixed": ["mixed", keras, out, "--data", path],
@@ -63,6 +65,7 @@ def test_every_kind_and_command_is_covered():
     assert kinds == set(make_hostile.KINDS)
     assert {name for c, name in RUNS} >= {"quantize", "inspect", "inspect-error", "inspect-against", "verify", "report",
                                            "bench-browser", "convert", "eval", "mixed", "tflite"}
+    assert len(CASES) >= 70 and len(RUNS) >= 200
 
 
 @pytest.mark.parametrize("case,command", RUNS, ids=[f"{c.name}-{name}" for c, name in RUNS])
