@@ -74,6 +74,12 @@ def swap_for_fifo(path: Path) -> None:
     os.mkfifo(path)
 
 
+def fifo_at(root: Path, name: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(root / name)
+    return root / name
+
+
 def swap_for_socket(path: Path) -> None:
     """A bound UNIX socket left on disk (the socket object is closed; the file stays)."""
     path.unlink(missing_ok=True)
@@ -154,33 +160,27 @@ def deep(depth: int) -> str:
 # --------------------------------------------------------------------------------------------------
 # Web models (beyond the malformed manifests of tests/data/bad_models).
 
-@case("web", "the shard file is a FIFO (named pipe), not a regular file")
-def web_fifo_shard(root):
-    folder = web_model(root / "m")
-    swap_for_fifo(folder / "group1-shard1of1.bin")
-    return folder
+def swap_for_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
 
 
-@case("web", "the shard file is a socket, not a regular file")
-def web_socket_shard(root):
-    folder = web_model(root / "m")
-    swap_for_socket(folder / "group1-shard1of1.bin")
-    return folder
+def _swapped(file: str, swap, give_file: bool):
+    """A web model with one of its files replaced by something that is not a regular file."""
+    def build(root):
+        folder = web_model(root / "m")
+        swap(folder / file)
+        return folder / file if give_file else folder
+    return build
 
 
-@case("web", "the shard file is a folder, not a regular file")
-def web_folder_shard(root):
-    folder = web_model(root / "m")
-    (folder / "group1-shard1of1.bin").unlink()
-    (folder / "group1-shard1of1.bin").mkdir()
-    return folder
-
-
-@case("web", "the model JSON is a FIFO (named pipe), not a regular file")
-def web_fifo_model_json(root):
-    folder = web_model(root / "m")
-    swap_for_fifo(folder / "model.json")
-    return folder / "model.json"
+for _name, _file, _swap, _what, _give_file in (
+        ("fifo_shard", "group1-shard1of1.bin", swap_for_fifo, "shard file is a FIFO (named pipe)", False),
+        ("socket_shard", "group1-shard1of1.bin", swap_for_socket, "shard file is a socket", False),
+        ("folder_shard", "group1-shard1of1.bin", swap_for_folder, "shard file is a folder", False),
+        ("fifo_model_json", "model.json", swap_for_fifo, "model JSON is a FIFO (named pipe)", True),
+        ("fifo_model_json_in_folder", "model.json", swap_for_fifo, "model JSON is a FIFO (named pipe)", False)):
+    CASES.append(Case(f"web_{_name}", "web", f"the {_what}, not a regular file", _swapped(_file, _swap, _give_file)))
 
 
 @case("web", "the model JSON is 2147483648 bytes; qshard reads at most")
@@ -252,13 +252,6 @@ def web_string_count_beyond_limit(root):
     return edit_manifest(folder, lambda m: m[0].update(weights=[{"name": "s", "shape": [1 << 40], "dtype": "string"}]))
 
 
-@case("web", "the model JSON is a FIFO (named pipe), not a regular file")
-def web_fifo_model_json_in_folder(root):
-    folder = web_model(root / "m")
-    swap_for_fifo(folder / "model.json")
-    return folder
-
-
 @case("web", "more elements than any real tensor")
 def web_many_huge_dims(root):
     folder = web_model(root / "m")
@@ -325,9 +318,7 @@ def st_lone_surrogate_name(root):
 
 @case("safetensors", "the safetensors file is a FIFO (named pipe)")
 def st_fifo(root):
-    root.mkdir(parents=True, exist_ok=True)
-    os.mkfifo(root / "m.safetensors")
-    return root / "m.safetensors"
+    return fifo_at(root, "m.safetensors")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -345,34 +336,25 @@ def npz_compressed(root):
     return npz(root / "m.npz", {"w.npy": np.ones(4, np.float32)}, zipfile.ZIP_DEFLATED)
 
 
-@case("npz", "but only 16 bytes follow it")
-def npz_header_lies(root):
-    return npz(root / "m.npz", {"w.npy": npy_bytes(header=b"{'descr': '<f4', 'fortran_order': False, "
-                                                          b"'shape': (1000000,), }", data=b"\0" * 16)})
+def npy_header(descr: str, shape: str, fortran: bool = False) -> bytes:
+    return f"{{'descr': {descr}, 'fortran_order': {fortran}, 'shape': {shape}, }}".encode()
 
 
-@case("npz", "object arrays are not supported")
-def npz_object_dtype(root):
-    return npz(root / "m.npz", {"w.npy": npy_bytes(header=b"{'descr': '|O', 'fortran_order': False, "
-                                                          b"'shape': (1,), }", data=b"\0" * 8)})
+def _npz_member(header: bytes, data: bytes):
+    return lambda root: npz(root / "m.npz", {"w.npy": npy_bytes(header=header, data=data)})
 
 
-@case("npz", "not a readable .npy array")
-def npz_hostile_header(root):
-    return npz(root / "m.npz", {"w.npy": npy_bytes(header=b"{'descr': " + b"(" * 3000 + b")" * 3000 + b"}")})
-
-
-@case("npz", "has no TensorFlow.js counterpart")
-def npz_void_dtype(root):
-    return npz(root / "m.npz", {"w.npy": npy_bytes(header=b"{'descr': '|V8', 'fortran_order': False, "
-                                                          b"'shape': (1,), }", data=b"\0" * 8)})
+for _name, _header, _data, _expected in (
+        ("header_lies", npy_header("'<f4'", "(1000000,)"), b"\0" * 16, "but only 16 bytes follow it"),
+        ("object_dtype", npy_header("'|O'", "(1,)"), b"\0" * 8, "object arrays are not supported"),
+        ("hostile_header", b"{'descr': " + b"(" * 3000 + b")" * 3000 + b"}", b"", "not a readable .npy array"),
+        ("void_dtype", npy_header("'|V8'", "(1,)"), b"\0" * 8, "has no TensorFlow.js counterpart")):
+    CASES.append(Case(f"npz_{_name}", "npz", _expected, _npz_member(_header, _data)))
 
 
 @case("npz", "the .npz archive is a FIFO (named pipe)")
 def npz_fifo(root):
-    root.mkdir(parents=True, exist_ok=True)
-    os.mkfifo(root / "m.npz")
-    return root / "m.npz"
+    return fifo_at(root, "m.npz")
 
 
 @case("npy", "the .npy file is a FIFO (named pipe)")
@@ -424,9 +406,7 @@ def h5_not_hdf5(root):
 
 @case("h5", "the HDF5 file is a FIFO (named pipe)")
 def h5_fifo(root):
-    root.mkdir(parents=True, exist_ok=True)
-    os.mkfifo(root / "m.h5")
-    return root / "m.h5"
+    return fifo_at(root, "m.h5")
 
 
 @case("h5model", "model_config must be an object with 'class_name' and 'config'")
@@ -467,9 +447,7 @@ def h5model_external_link(root):
 
 @case("h5model", "the HDF5 model is a FIFO (named pipe)")
 def h5model_fifo(root):
-    root.mkdir(parents=True, exist_ok=True)
-    os.mkfifo(root / "m.h5")
-    return root / "m.h5"
+    return fifo_at(root, "m.h5")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -490,9 +468,7 @@ def keras_zip_bomb(root):
 
 @case("keras", "the .keras file is a FIFO (named pipe)")
 def keras_fifo(root):
-    root.mkdir(parents=True, exist_ok=True)
-    os.mkfifo(root / "m.keras")
-    return root / "m.keras"
+    return fifo_at(root, "m.keras")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -575,9 +551,7 @@ def data_zip_bomb(root):
 
 @case("data", "the data file is a FIFO (named pipe)")
 def data_fifo(root):
-    root.mkdir(parents=True, exist_ok=True)
-    os.mkfifo(root / "d.npz")
-    return root / "d.npz"
+    return fifo_at(root, "d.npz")
 
 
 @case("data", "the data file is a character device")

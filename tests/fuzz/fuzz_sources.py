@@ -9,15 +9,14 @@ import json
 import os
 import shutil
 import struct
-import sys
 import tempfile
 import zipfile
 
 import atheris
+from harness import fuzz, refusing
 
 with atheris.instrument_imports():
     from qshard.accuracy import data as eval_data
-    from qshard.errors import QshardError
     from qshard.formats import sources
     from qshard.formats.shards import Scratch
     from qshard.keras.load import load_model_parts
@@ -105,14 +104,8 @@ def build_npz(fdp, path):
 
 
 def read_npz(fdp, path):
-    try:
-        read_all(sources.open_source(path, "npz"))
-    except QshardError:
-        pass
-    try:
-        eval_data.labelled(path, fdp.PickValueInList(["accuracy", "mae"]))
-    except QshardError:
-        pass
+    refusing(lambda: read_all(sources.open_source(path, "npz")))
+    refusing(eval_data.labelled, path, fdp.PickValueInList(["accuracy", "mae"]))
     eval_data.inputs(path, "x")
 
 
@@ -153,19 +146,8 @@ def one_input(data: bytes) -> None:
     build(fdp, path)
     if KEEP:
         shutil.copy(path, KEEP)
-    try:
-        read(fdp, path)
-    except QshardError:
-        pass
-
-
-def main():
-    atheris.Setup(sys.argv, one_input)
-    try:
-        atheris.Fuzz()
-    finally:
-        shutil.rmtree(WORK, ignore_errors=True)
+    refusing(read, fdp, path)
 
 
 if __name__ == "__main__":
-    main()
+    fuzz(one_input, WORK)

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Sequence, Tuple, Type, Union
 import numpy as np
 
 from qshard.errors import EvalError, QshardError
-from qshard.formats.inputs import available_memory, check_memory, open_file, open_zip
+from qshard.formats.inputs import available_memory, check_memory, open_file, open_zip, read_npy_header
 from qshard.formats.manifest import element_count, shape_problem
 
 PathLike = Union[str, os.PathLike]
@@ -22,14 +22,7 @@ NPY_MAGIC = b"\x93NUMPY"
 
 def _read_npy(f, size: int, where: str, error: Type[QshardError]) -> np.ndarray:
     """One .npy array from a stream holding `size` bytes in all."""
-    try:
-        version = np.lib.format.read_magic(f)
-        reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if reader is None:
-            raise ValueError(f"unsupported .npy version {version}")
-        shape, fortran, dtype = reader(f)
-    except Exception as e:  # numpy's header parser raises many kinds for hostile text; all mean "not .npy"
-        raise error(f"{where}: not a readable .npy array ({type(e).__name__}: {e})") from None
+    shape, fortran, dtype = read_npy_header(f, where, error)
     if dtype.hasobject or dtype.kind not in "biuf":
         raise error(f"{where}: holds {dtype} values; data arrays must be numbers or booleans")
     problem = shape_problem(shape)

@@ -116,6 +116,19 @@ def read_exact(fd: int, out: memoryview, offset: int, path: PathLike, error: Err
         done += got
 
 
+def read_npy_header(f, where: str, error: ErrorClass = InputError):
+    """(shape, fortran_order, dtype) of the .npy array whose header starts at f's position; any
+    header numpy cannot parse is an error naming `where`. Nothing is unpickled."""
+    try:
+        version = np.lib.format.read_magic(f)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise ValueError(f"unsupported .npy version {version}")
+        return reader(f)
+    except Exception as e:  # numpy's header parser raises many kinds for hostile text; all mean "not .npy"
+        raise error(f"{where}: not a readable .npy array ({type(e).__name__}: {e})") from None
+
+
 # --------------------------------------------------------------------------------------------------
 # Memory.
 

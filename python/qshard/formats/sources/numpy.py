@@ -11,20 +11,13 @@ from typing import Iterator
 import numpy as np
 
 from qshard.errors import SourceError
-from qshard.formats.inputs import check_memory, open_file, open_zip, read_exact
+from qshard.formats.inputs import check_memory, open_file, open_zip, read_exact, read_npy_header
 from qshard.formats.shards import Scratch
 from qshard.formats.sources import Source, Tensor, check_tensor, npy_files, pread_chunks, register
 
 
 def _npy_header(f, where: str):
-    try:
-        version = np.lib.format.read_magic(f)
-        reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if reader is None:
-            raise ValueError(f"unsupported .npy version {version}")
-        shape, fortran, dtype = reader(f)
-    except Exception as error:  # numpy's header parser raises many kinds for hostile text; all mean "not .npy"
-        raise SourceError(f"{where}: not a readable .npy array: {type(error).__name__}: {error}") from None
+    shape, fortran, dtype = read_npy_header(f, where, SourceError)
     if dtype.hasobject:
         raise SourceError(f"{where}: object arrays are not supported")
     check_tensor(where, shape, dtype)
