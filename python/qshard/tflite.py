@@ -21,7 +21,7 @@ from typing import Dict, Iterable, Optional, Union
 import numpy as np
 
 from qshard.errors import TFLiteError
-from qshard.formats.inputs import require_regular
+from qshard.formats.inputs import check_folder_files
 from qshard.formats.outputs import atomic_folder, check_new_folder
 from qshard.optional import require
 
@@ -43,19 +43,10 @@ def load_inputs(path: Union[str, os.PathLike], key: str = "x") -> np.ndarray:
     return inputs(path, key, TFLiteError)
 
 
-MAX_SAVED_MODEL_FILES = 100_000
-
-
 def check_saved_model(folder: Path) -> None:
     """A SavedModel folder TensorFlow can read without blocking: a saved_model.pb, and nothing
     but regular files and folders below it (TensorFlow would wait forever on a FIFO)."""
-    seen = 0
-    for root, dirs, files in os.walk(folder):
-        seen += len(dirs) + len(files)
-        if seen > MAX_SAVED_MODEL_FILES:
-            raise TFLiteError(f"{folder}: more than {MAX_SAVED_MODEL_FILES} files below it; not a SavedModel")
-        for name in files:
-            require_regular(Path(root) / name, "SavedModel file", TFLiteError)
+    check_folder_files(folder, "SavedModel", TFLiteError)
     if not any((folder / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt")):
         raise TFLiteError(f"{folder}: not a SavedModel folder (no saved_model.pb)")
 

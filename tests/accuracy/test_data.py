@@ -1,13 +1,20 @@
 """Data that does not fit the model: eval and mixed refuse it by file and array before predicting
 (Keras's own error would be pages long and name neither), and the checks let sound data through."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from conftest import require
 from qshard import cli
 from qshard.accuracy import data as eval_data
-from qshard.errors import EvalError
+from qshard.accuracy.web_data import load_samples
+from qshard.errors import EvalError, ModelInputError
 from support.keras import import_keras
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from make_hostile import CASES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +67,18 @@ def test_labels_and_inputs_are_checked_by_name():
         eval_data.check_labels(np.array([0.0, 2.5]), "accuracy", "d.npz: array 'y'")
     with pytest.raises(EvalError, match=r"holds 2 non-finite value\(s\), the first inf at index \(0, 1\)"):
         eval_data.check_samples(np.array([[0, np.inf], [np.nan, 0]]), "d.npz: array 'x'")
+
+
+LOAD_LEVEL = ("data_header_lies", "data_pickled_objects", "data_zip_bomb", "data_fifo", "data_device", "data_folder",
+              "fuzz_data_zip_version_10_8", "fuzz_data_negative_dim", "fuzz_data_zero_and_huge_dims")
+
+
+@pytest.mark.parametrize("name", LOAD_LEVEL)
+def test_web_model_samples_are_read_as_hostile_input(name, tmp_path):
+    """`qshard eval WEB_MODEL --data` reads its samples through the same checks (refused before
+    the model's inputs are even looked at, so no tfjs is needed here)."""
+    case = next(c for c in CASES if c.name == name)
+    path = case.build(tmp_path)
+    with pytest.raises(ModelInputError) as error:
+        load_samples(path, None)
+    assert str(error.value).startswith(f"{path}: ") and case.expected in str(error.value), str(error.value)

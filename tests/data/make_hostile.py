@@ -409,32 +409,32 @@ def h5_fifo(root):
     return fifo_at(root, "m.h5")
 
 
-@case("h5model", "model_config must be an object with 'class_name' and 'config'")
+@case("h5model", "model_config must be an object with 'class_name' and 'config'", only=("convert",))
 def h5model_config_without_config(root):
     return h5_model(root / "m.h5", {"class_name": "Sequential"})
 
 
-@case("h5model", "a malformed Keras .h5 model (KeyError: 'class_name')")
+@case("h5model", "a malformed Keras .h5 model (KeyError: 'class_name')", only=("convert",))
 def h5model_layer_without_class(root):
     return h5_model(root / "m.h5", {"class_name": "Sequential", "config": {"layers": [{"config": {}}]}})
 
 
-@case("h5model", "model_config: invalid JSON")
+@case("h5model", "model_config: invalid JSON", only=("convert",))
 def h5model_config_not_json(root):
     return h5_model(root / "m.h5", '{"class_name": ')
 
 
-@case("h5model", "the model_config nests 901 levels deep")
+@case("h5model", "the model_config nests 901 levels deep", only=("convert",))
 def h5model_config_deep(root):
     return h5_model(root / "m.h5", '{"class_name": "Sequential", "config": ' + deep(900) + "}")
 
 
-@case("h5model", "lists 'missing', which the file does not have")
+@case("h5model", "lists 'missing', which the file does not have", only=("convert",))
 def h5model_missing_layer(root):
     return h5_model(root / "m.h5", layer_names=(b"dense", b"missing"))
 
 
-@case("h5model", "links to another file, which qshard does not open")
+@case("h5model", "links to another file, which qshard does not open", only=("convert",))
 def h5model_external_link(root):
     import h5py
     path = h5_model(root / "m.h5")
@@ -483,7 +483,7 @@ def savedmodel_fifo_variables(root):
     return folder
 
 
-@case("savedmodel", "not a SavedModel folder (no saved_model.pb)")
+@case("savedmodel", "not a SavedModel folder (no saved_model.pb)", only=("tflite",))
 def savedmodel_without_pb(root):
     (root / "saved" / "variables").mkdir(parents=True)
     return root / "saved"

@@ -42,14 +42,14 @@ def commands(kind: str, path: Path, t: Path) -> dict:
     if kind in ("safetensors", "npz", "npy", "h5"):
         return {"quantize": ["quantize", path, out, "--uint8"]}
     if kind == "h5model":
-        return {"convert": ["convert", path, out]}
+        return {"convert": ["convert", path, out], "convert-graph": ["convert", path, out, "--to", "graph"]}
     if kind == "keras":
-        return {"convert": ["convert", path, out],
+        return {"convert": ["convert", path, out], "convert-graph": ["convert", path, out, "--to", "graph"],
                 "eval": ["eval", path, "--data", data, "--tflite", "none"],
                 "mixed": ["mixed", path, out, "--data", data],
                 "tflite": ["tflite", path, out, "--modes", "float32"]}
     if kind == "savedmodel":
-        return {"tflite": ["tflite", path, out, "--modes", "float32"]}
+        return {"tflite": ["tflite", path, out, "--modes", "float32"], "convert": ["convert", path, out]}
     assert kind == "data"
     return {"eval": ["eval", keras, "--data", path, "--tflite", "none"],
             "mixed": ["mixed", keras, out, "--data", path],
@@ -64,7 +64,7 @@ def test_every_kind_and_command_is_covered():
     kinds = {c.kind for c in CASES}
     assert kinds == set(make_hostile.KINDS)
     assert {name for c, name in RUNS} >= {"quantize", "inspect", "inspect-error", "inspect-against", "verify", "report",
-                                           "bench-browser", "convert", "eval", "mixed", "tflite"}
+                                           "bench-browser", "convert", "convert-graph", "eval", "mixed", "tflite"}
     assert len(CASES) >= 70 and len(RUNS) >= 200
 
 

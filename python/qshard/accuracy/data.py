@@ -47,17 +47,22 @@ def _read_npy(f, size: int, where: str, error: Type[QshardError]) -> np.ndarray:
     return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
 
 
-def load_arrays(path: PathLike, wanted: Sequence[str], required: Sequence[str] = (),
+def load_all(path: PathLike, error: Type[QshardError] = EvalError) -> Dict[str, np.ndarray]:
+    """Every array of an .npz file (a .npy file: one array named 'x'), read as load_arrays does."""
+    return load_arrays(path, None, error=error)
+
+
+def load_arrays(path: PathLike, wanted: Optional[Sequence[str]], required: Sequence[str] = (),
                 error: Type[QshardError] = EvalError) -> Dict[str, np.ndarray]:
-    """The arrays named in `wanted` (those present) from an .npz file; `required` ones must be
-    there. A .npy file counts as one array named wanted[0]."""
+    """The arrays named in `wanted` (those present; None: all) from an .npz file; `required` ones
+    must be there. A .npy file counts as one array named wanted[0] (or 'x')."""
     p = Path(path)
     with open_file(p, "data file", error) as f:
         head = f.read(len(NPY_MAGIC))
         f.seek(0)
         size = os.fstat(f.fileno()).st_size
         if head == NPY_MAGIC:
-            return {wanted[0]: _read_npy(f, size, str(p), error)}
+            return {wanted[0] if wanted else "x": _read_npy(f, size, str(p), error)}
     out = {}
     with open_zip(p, "data file (.npz)", error, max_total=available_memory()) as archive:
         names = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
@@ -65,7 +70,7 @@ def load_arrays(path: PathLike, wanted: Sequence[str], required: Sequence[str] =
         if missing:
             raise error(f"{p}: needs arrays {', '.join(repr(k) for k in required)}; has "
                         f"{', '.join(repr(n) for n in names) or 'none'}")
-        for key in wanted:
+        for key in (names if wanted is None else wanted):
             if key not in names:
                 continue
             info = archive.getinfo(f"{key}.npy")

@@ -48,7 +48,7 @@ def check_paths(args) -> None:
     even with --force. The writers check again, against every file they read (a web model's
     shards too), and refuse an existing OUT without --force before their long work."""
     out = getattr(args, "output", None)
-    if isinstance(out, str):
+    if isinstance(out, str) and hasattr(args, "force"):  # (eval's --output names a model output, not a file)
         check_output(out, [v for v in (getattr(args, a, None) for a in INPUT_ARGS) if isinstance(v, str)])
 
 

@@ -86,6 +86,18 @@ def open_file(path: PathLike, what: str, error: ErrorClass = InputError) -> Bina
     return os.fdopen(open_regular(path, what, error), "rb")
 
 
+def check_folder_files(folder: PathLike, what: str, error: ErrorClass = InputError, limit: int = 100_000) -> None:
+    """Every file below folder is a regular file (for libraries such as TensorFlow that read a
+    folder themselves and would block on a FIFO); at most `limit` entries are looked at."""
+    seen = 0
+    for root, dirs, files in os.walk(folder):
+        seen += len(dirs) + len(files)
+        if seen > limit:
+            raise error(f"{folder}: more than {limit} files below it; not a {what}")
+        for name in files:
+            require_regular(os.path.join(root, name), f"{what} file", error)
+
+
 def read_regular(path: PathLike, what: str, error: ErrorClass = InputError, limit: int = MAX_JSON_BYTES) -> bytes:
     """The whole of a regular file, refused if larger than limit (read up to its size at open time
     plus one byte, so a file that keeps growing cannot make the read unbounded)."""
