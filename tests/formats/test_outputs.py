@@ -54,6 +54,8 @@ OVERLAPS = {
                                          "work", "is the input"),
     "quantize-source-over-itself": (["quantize", "{in}/s.safetensors", "{in}/s.safetensors"], "work", "is the input"),
     "convert-into-its-folder": (["convert", "{in}/m.h5", "{in}"], "work", "holds the input"),
+    "convert-graph-into-its-folder": (["convert", "{in}/m.keras", "{in}", "--to", "graph"], "work",
+                                      "holds the input"),
     "tflite-into-its-folder": (["tflite", "{in}/m.keras", "{in}", "--modes", "float32"], "work", "holds the input"),
     "tflite-over-calibration": (["tflite", "{in}/m.keras", "{in}", "--calibration", "{in}/c.npy"], "work",
                                 "holds the input"),
@@ -271,6 +273,24 @@ def test_every_writer_output_passes_verify(place):
         assert done.returncode == 0, (name, done.stderr)
         check = run_qshard(["verify", args[1] if name.startswith("example") else args[2]])
         assert check.returncode == 0 and check.stdout.startswith("ok:"), (name, check.stdout)
+
+
+@pytest.mark.slow
+def test_keras_conversions_pass_verify(place):
+    """convert from a .keras file, to a layers and to a graph model (TensorFlow traces the latter)."""
+    from conftest import require
+    from support.keras import import_keras
+    keras, problem = import_keras()
+    require(problem, "QSHARD_REQUIRE_KERAS", "THE KERAS CONVERSIONS' VERIFY TEST")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="relu", name="h"),
+                              keras.layers.Dense(3, name="out")])
+    model.save(place / "in" / "real.keras")
+    for to in ("layers", "graph"):
+        out = place / "work" / to
+        done = run_qshard(["convert", place / "in" / "real.keras", out, "--to", to, "--uint8"], tmpdir=place / "tmp")
+        assert done.returncode == 0, done.stderr
+        check = run_qshard(["verify", out])
+        assert check.returncode == 0 and check.stdout.startswith("ok:"), check.stdout
 
 
 def test_a_shard_size_that_would_write_too_many_files_is_refused(place):
