@@ -24,6 +24,7 @@ def place(tmp_path):
     web_model(tmp_path / "good")
     data_file(tmp_path / "gooddata", x=np.zeros((3, 8), np.float32), y=np.array([0, 1, 2]))
     (tmp_path / "placeholder.keras").write_bytes(b"")  # never opened: the data fails first
+    (tmp_path / "tf.min.js").write_text("// never served: the model fails first")
     return tmp_path
 
 
@@ -38,7 +39,8 @@ def commands(kind: str, path: Path, t: Path) -> dict:
                 "inspect-against": ["inspect", good, "--against", path, "--no-gzip"],
                 "verify": ["verify", path],
                 "report": ["report", path, "-o", work / "r.html"],
-                "bench-browser": ["bench", "--browser", path, "--work-dir", work / "bench"]}
+                "bench-browser": ["bench", "--browser", path, "--work-dir", work / "bench",  # tools that pass its
+                                  "--chromium", sys.executable, "--tfjs", t / "tf.min.js"]}  # checks, never run
     if kind in ("safetensors", "npz", "npy", "h5"):
         return {"quantize": ["quantize", path, out, "--uint8"]}
     if kind == "h5model":

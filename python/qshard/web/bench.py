@@ -58,14 +58,14 @@ def bench_browser(model: Union[str, os.PathLike], work_dir: Union[str, os.PathLi
     if unknown or not variants:
         raise ValueError(f"variants must be among {', '.join(VARIANTS)}, got {', '.join(variants) or 'none'}")
     fmt = model_format(model)
+    work = Path(work_dir)
+    for v in variants:  # every variant's folder checked before the first is written
+        check_new_folder(work / v, force, [model])
     # Everything the browser run needs, before the first variant is written.
     find_chromium(chromium)
     find_tfjs(tfjs)
     playwright_api()
     folders = {}
-    work = Path(work_dir)
-    for v in variants:  # every variant's folder checked before the first is written
-        check_new_folder(work / v, force, [model])
     for v in variants:
         # float32 is written too (weights as they are, in 4 MiB shards), so that every variant has the
         # same shard layout and only the stored dtype differs.
