@@ -2,7 +2,7 @@
 data), and Keras .h5 model configs. Each input picks one target; any exception other than qshard's
 own user errors (QshardError) is a finding. Run by CI for a bounded time; longer by hand:
     python tests/fuzz/fuzz_sources.py -max_total_time=600
-A finding becomes a case of tests/data/make_hostile.py: QSHARD_FUZZ_KEEP=DIR python
+A finding becomes a case of tests/data/hostile_*.py: QSHARD_FUZZ_KEEP=DIR python
 tests/fuzz/fuzz_sources.py CRASH-FILE copies the file the input built into DIR.
 """
 import json
