@@ -60,3 +60,11 @@ class TfjsRunError(QshardError, RuntimeError):
 
 class ModelInputError(QshardError, ValueError):
     """Inputs or a data file that do not fit a model (missing or unknown names, shapes, dtypes, NaN)."""
+
+
+class InputError(QshardError, OSError):
+    """An input that is not a regular file (a folder, FIFO, socket or device), or whose size cannot be real."""
+
+
+class StaleTemporaryWarning(UserWarning):
+    """A temporary output left by a qshard run that was killed, found (and removed) by a later run."""

@@ -21,8 +21,9 @@ from typing import Dict, Iterable, Optional, Union
 import numpy as np
 
 from qshard.errors import TFLiteError
+from qshard.formats.inputs import check_folder_files
+from qshard.formats.outputs import atomic_folder, check_new_folder
 from qshard.optional import require
-from qshard.formats.writer import write_file_atomically
 
 MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
 CALIBRATED = ("int8", "int16x8")
@@ -36,20 +37,29 @@ def _tf():
 
 
 def load_inputs(path: Union[str, os.PathLike], key: str = "x") -> np.ndarray:
-    """Inputs from an .npy file, or the array `key` (else the only array) of an .npz file."""
-    p = Path(path)
-    try:
-        data = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise TFLiteError(f"{p}: cannot read as .npy/.npz: {error}") from None
-    if isinstance(data, np.ndarray):
-        return data
-    with data:
-        if key in data.files:
-            return data[key]
-        if len(data.files) == 1:
-            return data[data.files[0]]
-        raise TFLiteError(f"{p}: no array named {key!r} (has {', '.join(data.files)})")
+    """Inputs from an .npy file, or the array `key` (else the only array) of an .npz file, checked
+    to be finite numbers with a first axis of samples."""
+    from qshard.accuracy.data import inputs
+    return inputs(path, key, TFLiteError)
+
+
+def check_saved_model(folder: Path) -> None:
+    """A SavedModel folder TensorFlow can read without blocking: a saved_model.pb, and nothing
+    but regular files and folders below it (TensorFlow would wait forever on a FIFO)."""
+    check_folder_files(folder, "SavedModel", TFLiteError)
+    if not any((folder / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt")):
+        raise TFLiteError(f"{folder}: not a SavedModel folder (no saved_model.pb)")
+
+
+def check_model_path(p: Path) -> None:
+    """A SavedModel folder or a .keras file, checked as far as it can be without TensorFlow."""
+    if p.is_dir():
+        check_saved_model(p)
+    elif p.suffix != ".keras":
+        raise TFLiteError(f"{p}: expected a .keras file or a SavedModel folder")
+    else:
+        from qshard.keras.load import check_keras_file
+        check_keras_file(p)
 
 
 def _converter(tf, model):
@@ -57,8 +67,6 @@ def _converter(tf, model):
         p = Path(model)
         if p.is_dir():
             return tf.lite.TFLiteConverter.from_saved_model(str(p))
-        if p.suffix != ".keras":
-            raise TFLiteError(f"{p}: expected a .keras file or a SavedModel folder")
         from qshard.keras.load import load_keras_file
         model = load_keras_file(p, "tflite", "converting a .keras file to TFLite")
     return tf.lite.TFLiteConverter.from_keras_model(model)
@@ -70,6 +78,8 @@ def convert(model, mode: str = "float32", representative: Optional[np.ndarray] =
     the calibrated modes take a representative set of inputs (first axis = samples)."""
     if mode not in MODES:
         raise ValueError(f"TFLite mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if isinstance(model, (str, os.PathLike)):  # refused before TensorFlow is imported, which takes seconds
+        check_model_path(Path(model))
     tf = _tf()
     converter = _converter(tf, model)
     if mode != "float32":
@@ -138,12 +148,16 @@ def run(flatbuffer: bytes, x: np.ndarray, batch: int = 256) -> np.ndarray:
 
 
 def write(model, out_dir: Union[str, os.PathLike], modes: Iterable[str] = MODES,
-          representative: Optional[np.ndarray] = None) -> Dict[str, Path]:
-    """Write model.<mode>.tflite files into out_dir (created; existing files replaced)."""
+          representative: Optional[np.ndarray] = None, force: bool = False,
+          inputs: Iterable[Union[str, os.PathLike]] = ()) -> Dict[str, Path]:
+    """Write model.<mode>.tflite files into the folder out_dir, which appears with all of them or
+    not at all (an existing one is replaced only if force; never a folder holding the model or
+    `inputs`). Returns the paths of the written files."""
     out = Path(out_dir)
-    paths = {}
-    for mode in modes:
-        flatbuffer = convert(model, mode, representative)
-        out.mkdir(parents=True, exist_ok=True)  # only once something converted: no empty folder on error
-        paths[mode] = write_file_atomically(out / f"model.{mode}.tflite", flatbuffer)
-    return paths
+    sources = [*inputs, model] if isinstance(model, (str, os.PathLike)) else list(inputs)
+    check_new_folder(out, force, sources)
+    modes = list(modes)
+    with atomic_folder(out, force, inputs=sources) as tmp:
+        for mode in modes:
+            (tmp / f"model.{mode}.tflite").write_bytes(convert(model, mode, representative))
+    return {mode: out / f"model.{mode}.tflite" for mode in modes}

@@ -5,6 +5,7 @@ bring what their command needs, and re-quantizing to a wider dtype."""
 import json
 import re
 import sys
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -169,6 +170,13 @@ def test_bench_browser_checks_its_tools_before_writing_anything(tmp_path, capsys
     assert "module 'playwright'" in done.stderr and 'pip install "qshard[browser]"' in done.stderr
 
 
+def placeholder_keras(path):
+    """A .keras archive that passes the checks made before Keras is imported (a regular file, a zip
+    whose members fit in memory), so that the missing module is what the command reports."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", "{}")
+
+
 @pytest.mark.parametrize("hidden,argv,names", [
     ({"keras"}, ["convert", "{tmp}/m.keras", "{tmp}/out"], ("module 'keras'", "qshard[keras]")),
     ({"sklearn"}, ["eval", "--demo", "--tflite", "none"], ("module 'sklearn'", "qshard[eval]")),
@@ -178,7 +186,7 @@ def test_bench_browser_checks_its_tools_before_writing_anything(tmp_path, capsys
     ({"matplotlib"}, ["report", "{tmp}/m", "-o", "{tmp}/r.html"], ("module 'matplotlib'", "qshard[report]")),
 ])
 def test_a_missing_module_is_named_with_the_extra_that_brings_it(tmp_path, hidden, argv, names):
-    (tmp_path / "m.keras").write_bytes(b"PK")
+    placeholder_keras(tmp_path / "m.keras")
     (tmp_path / "w.h5").write_bytes(b"\x89HDF")
     example.write_example(tmp_path / "m")
     done = run_without(hidden, *[a.format(tmp=tmp_path) for a in argv])
@@ -196,7 +204,7 @@ def test_keras_without_its_backend_names_the_backend(tmp_path):
         metadata.version("keras")  # (not find_spec: tests/keras, on the path, is a namespace package)
     except metadata.PackageNotFoundError:
         require("keras is not installed", "QSHARD_REQUIRE_KERAS", "THE KERAS BACKEND MESSAGE TEST")
-    (tmp_path / "m.keras").write_bytes(b"PK")
+    placeholder_keras(tmp_path / "m.keras")
     done = run_without({"tensorflow"}, "convert", str(tmp_path / "m.keras"), str(tmp_path / "out"))
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "needs 'keras', and importing it failed because the module 'tensorflow' is not installed" in done.stderr

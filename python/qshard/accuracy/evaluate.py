@@ -16,7 +16,6 @@ import gzip
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -26,6 +25,7 @@ import numpy as np
 from qshard import dtypes
 from qshard.accuracy.weight_error import roundtrip, tensor_error
 from qshard.errors import EvalError
+from qshard.formats.outputs import temporary_folder
 from qshard.formats.summary import gzipped_size
 
 TFJS_VARIANTS = ("float32", "uint16", "uint8", "float16")
@@ -54,20 +54,11 @@ class Dataset:
 
 
 def load_dataset(path: Union[str, os.PathLike], metric: str = "accuracy") -> Dataset:
-    p = Path(path)
-    try:
-        with np.load(p, allow_pickle=False) as data:
-            missing = [k for k in ("x", "y") if k not in data.files]
-            if missing:
-                raise EvalError(f"{p}: needs arrays 'x' (inputs) and 'y' (labels or targets); has "
-                                f"{', '.join(data.files) or 'none'}")
-            x, y = data["x"], data["y"]
-            calibration = data["calibration"] if "calibration" in data.files else None
-    except (OSError, ValueError) as error:
-        if isinstance(error, EvalError):
-            raise
-        raise EvalError(f"{p}: cannot read as .npz: {error}") from None
-    return Dataset(p.name, x, y, metric, calibration)
+    """A labelled data set from an .npz with arrays x and y (and optionally calibration), checked:
+    finite values, class labels for accuracy, as many labels as samples."""
+    from qshard.accuracy.data import labelled
+    x, y, calibration = labelled(path, metric)
+    return Dataset(Path(path).name, x, y, metric, calibration)
 
 
 def score(pred: np.ndarray, y: np.ndarray, metric: str) -> float:
@@ -97,6 +88,8 @@ class Evaluator:
 
     def __init__(self, model, data: Dataset, batch: int = 256):
         from qshard.keras.load import keras_variables
+        from qshard.accuracy.data import check_fits
+        check_fits(model, data.x, data.y, data.metric, data.name)
         self.model = model
         self.data = data
         self.batch = batch
@@ -146,8 +139,8 @@ def _artifact_sizes(files: Sequence[Path]) -> Tuple[int, int]:
 def web_model_sizes(model, assignment: Dict[str, str]) -> Tuple[int, int]:
     """(bytes, gzip bytes) of the tfjs web model qshard writes for this assignment."""
     from qshard.keras.convert import save_web_model
-    with tempfile.TemporaryDirectory(prefix="qshard-eval-") as tmp:
-        out = Path(tmp) / "m"
+    with temporary_folder("qshard-eval") as tmp:
+        out = tmp / "m"
         save_web_model(model, out, targets=assignment)
         return _artifact_sizes(sorted(out.iterdir()))
 

@@ -20,6 +20,7 @@ from typing import Dict, Optional, Union
 import numpy as np
 
 from ..errors import ModelInputError
+from .data import load_all
 from .samples import arrange_inputs, input_key
 
 LABELS = "y"
@@ -44,11 +45,7 @@ class Samples:
 def load_samples(path: Union[str, os.PathLike], info) -> Samples:
     """Read and check an .npz of samples for the model info describes (a tfjs_runner.ModelInfo)."""
     p = Path(path)
-    try:
-        with np.load(p, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise ModelInputError(f"{p}: cannot read as an .npz of arrays: {error}") from None
+    arrays = load_all(p, ModelInputError)
     labels = arrays.pop(LABELS, None)
     keys = [t.key for t in info.inputs]
     one = len(keys) == 1 and input_key(info, ONE_INPUT) is None

@@ -13,12 +13,12 @@ import json
 import math
 import os
 import statistics
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..errors import ModelInputError
+from ..formats.outputs import temporary_folder
 from ..formats.summary import gzipped_size
 from ..tfjs import WebModel, atomic_folder, quantize_model, read_weights, write_weights
 from . import fidelity
@@ -141,8 +141,7 @@ def evaluate_web_model(model_dir: PathLike, data: Optional[PathLike] = None,
     own = runner is None
     runner = runner or TfjsRunner(backend)
     try:
-        with tempfile.TemporaryDirectory(prefix="qshard-eval-") as work:
-            work = Path(work)
+        with temporary_folder("qshard-eval") as work:
             stored = _stored_dtypes(given)
             as_float = set(stored) <= {"float32", "int32", "bool", "string"} and given.name == "model.json"
             reference = given.parent if as_float else None

@@ -12,6 +12,7 @@ from typing import List, Optional
 from qshard import __version__, _core
 from qshard.cli import (
     bench,
+    guard,
     convert,
     eval,
     example,
@@ -31,10 +32,6 @@ def _info(args) -> int:
     print(f"qshard {__version__}\ninstruction sets: {', '.join(_core.available_isas())} "
           f"(default: {_core.isa()})\nthreads: {_core.get_num_threads()}")
     return 0
-
-
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt  # unwinds like Ctrl-C: the temporary output folder is removed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,18 +55,37 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if argv is None:  # the command itself, not a call from Python code
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        guard.install()
     run = getattr(args, "run", None)
     if run is None:
         parser.print_help()
         return 2
     try:
+        guard.check_paths(args)
         return run(args)
+    except guard.Interrupted as interrupt:
+        print(f"qshard: interrupted ({signal.Signals(interrupt.signum).name})", file=sys.stderr)
+        return 128 + interrupt.signum
     except KeyboardInterrupt:
         print("qshard: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError as error:
+        if guard.stdout_is_gone():
+            return 141
+        return _fail(args, error)
     except (QshardError, ValueError, TypeError, OSError) as error:
-        if args.debug:
-            raise
-        print(f"qshard: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(args, error)
+    except MemoryError as error:
+        return _fail(args, error, "out of memory")
+    except RecursionError as error:
+        return _fail(args, error, "an input nests too deeply to process")
+    except Exception as error:  # a bug, not bad input: still one line, with where to look
+        return _fail(args, error, f"internal error: {type(error).__name__}: {error} (a bug in qshard; "
+                                  f"--debug shows the traceback)")
+
+
+def _fail(args, error: BaseException, text: Optional[str] = None) -> int:
+    if args.debug:
+        raise error
+    print(f"qshard: error: {text or error}", file=sys.stderr)
+    return 2

@@ -6,16 +6,15 @@ import sys
 
 
 def bench_browser(args) -> int:
-    import tempfile
-
+    from qshard.formats.outputs import temporary_folder
     from qshard.web import bench
     from qshard.web.browser import Link
     link = None if args.link.strip().lower() in ("none", "off") else Link.parse(args.link)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     say = None if args.quiet or args.json else (lambda text: print(f"  {text}", file=sys.stderr, flush=True))
-    with tempfile.TemporaryDirectory(prefix="qshard-bench-") as tmp:
+    with temporary_folder("qshard-bench") as tmp:
         result = bench.bench_browser(args.browser, args.work_dir or tmp, link, args.repeat or 1, args.backend,
-                                     variants, args.chromium, args.tfjs, progress=say)
+                                     variants, args.chromium, args.tfjs, progress=say, force=args.force)
     print(json.dumps(result, indent=1) if args.json else bench.format_bench(result))
     return 0
 
@@ -54,6 +53,7 @@ def register(commands) -> None:
     web.add_argument("--variants", default="float32,float16,uint16,uint8",
                      help="comma-separated dtypes to compare (default float32,float16,uint16,uint8)")
     web.add_argument("--work-dir", metavar="DIR", help="keep the written variants here (default: a temporary folder)")
+    web.add_argument("--force", action="store_true", help="replace variant folders already in --work-dir")
     web.add_argument("--chromium", metavar="PATH", help="Chromium executable (default: chromium on PATH)")
     web.add_argument("--tfjs", metavar="PATH", help="@tensorflow/tfjs's dist/tf.min.js (default: ./node_modules)")
     parser.set_defaults(run=run)

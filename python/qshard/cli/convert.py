@@ -7,7 +7,6 @@ error names it and says that `--to graph` converts it.
 """
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -21,12 +20,8 @@ _NAMED = re.compile(r"^([A-Za-z_][\w.-]*):(.+)$")
 
 
 def _read_json(path: str, what: str):
-    try:
-        return json.loads(Path(path).read_text())
-    except OSError as error:
-        raise GraphError(f"{path}: cannot read the {what}: {error.strerror or error}") from None
-    except ValueError as error:
-        raise GraphError(f"{path}: the {what} is not JSON: {error}") from None
+    from qshard.formats.inputs import parse_json, read_regular
+    return parse_json(read_regular(path, what, GraphError), path, GraphError, what)
 
 
 def read_metadata(values: Optional[List[str]]) -> Optional[dict]:

@@ -36,8 +36,8 @@ def run(args) -> int:
     else:
         if not args.model or not args.data:
             raise ValueError("give MODEL and --data (or --demo)")
-        pairs = [(os.path.basename(args.model), (load_keras_model(args.model),
-                                                  evaluate.load_dataset(args.data, args.metric)))]
+        data = evaluate.load_dataset(args.data, args.metric)  # first: it is quick to check, the model is not
+        pairs = [(os.path.basename(args.model), (load_keras_model(args.model), data))]
     rows = [evaluate.evaluate(model, data, name, modes, progress=say) for name, (model, data) in pairs]
     searches = []
     if args.demo:

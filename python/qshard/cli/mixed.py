@@ -10,9 +10,11 @@ from qshard.cli.eval import load_keras_model
 
 def run(args) -> int:
     from qshard.accuracy import evaluate
+    from qshard.formats.outputs import check_new_folder
     from qshard.keras.convert import save_web_model
+    check_new_folder(args.output, args.force, [args.model, args.data])  # before the search, which takes long
+    data = evaluate.load_dataset(args.data, args.metric)  # first: it is quick to check, the model is not
     model = load_keras_model(args.model)
-    data = evaluate.load_dataset(args.data, args.metric)
     say = progress(args.quiet)
     result = evaluate.search(model, data, args.budget, progress=say, first_cut=not args.measure_all)
     if say:
@@ -20,7 +22,7 @@ def run(args) -> int:
     if not result.met:
         raise evaluate.EvalError(f"no assignment meets the budget ({args.budget} worse than float32's "
                                  f"{result.float32:.4g}); nothing written")
-    save_web_model(model, args.output, targets=result.assignment, force=args.force)
+    save_web_model(model, args.output, targets=result.assignment, force=args.force, inputs=[args.model, args.data])
     if args.json:
         from dataclasses import asdict
         print(json.dumps(dict(asdict(result), output=args.output), indent=1))

@@ -6,8 +6,8 @@ from qshard.cli.common import MODEL_HELP
 
 def run(args) -> int:
     from qshard.web import report
-    out = report.write(args.model, args.output, against=args.against, top=args.top, worst=args.worst,
-                       culprit_db=args.culprit_db)
+    out = report.write(args.model, args.output, against=args.against, force=args.force, top=args.top,
+                       worst=args.worst, culprit_db=args.culprit_db)
     print(f"wrote {out}")
     return 0
 
@@ -24,6 +24,7 @@ def register(commands) -> None:
     parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     parser.add_argument("-o", "--output", metavar="FILE", default="report.html", help="the HTML file (default report.html)")
     parser.add_argument("--against", metavar="ORIGINAL", help="the float model MODEL was made from")
+    parser.add_argument("--force", action="store_true", help="replace FILE if it exists")
     parser.add_argument("--culprit-db", type=float, default=30.0, metavar="DB",
                      help="a weight with SQNR below this is a culprit (default 30)")
     parser.add_argument("--top", type=int, default=40, metavar="N", help="weights per bar chart (default 40)")

@@ -14,7 +14,8 @@ def run(args) -> int:
     if not os.path.exists(args.model):
         raise tflite.TFLiteError(f"{args.model}: no such file or folder")
     calibration = tflite.load_inputs(args.calibration) if args.calibration else None
-    paths = tflite.write(args.model, args.output, modes, calibration)
+    paths = tflite.write(args.model, args.output, modes, calibration, force=args.force,
+                         inputs=[args.calibration] if args.calibration else [])
     print(f"{'mode':<10} {'bytes':>12} {'gzip':>12}  file")
     for mode, path in paths.items():
         print(f"{mode:<10} {path.stat().st_size:>12,} {gzipped_size(path):>12,}  {path}")
@@ -30,7 +31,8 @@ def register(commands) -> None:
                     "int8 and int16x8 modes calibrate on --calibration. Needs TensorFlow "
                     "(pip install \"qshard[tflite]\").")
     parser.add_argument("model", metavar="MODEL", help="a .keras file or a SavedModel folder")
-    parser.add_argument("output", metavar="OUT", help="folder for the .tflite files (created)")
+    parser.add_argument("output", metavar="OUT", help="folder for the .tflite files (must not exist unless --force)")
     parser.add_argument("--modes", default="all", help="comma-separated modes, or 'all' (default)")
     parser.add_argument("--calibration", metavar="NPY", help="representative inputs: .npy, or .npz (array 'x')")
+    parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
     parser.set_defaults(run=run)

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from qshard import dtypes
 from qshard.errors import ManifestError
+from qshard.formats.inputs import parse_json, read_regular
 
 DTYPES = dtypes.WEIGHT_ITEMSIZE
 QUANT_DTYPES = dtypes.QUANT_ITEMSIZE
@@ -96,6 +97,39 @@ class ModelFile:
         return [w for g in self.groups for w in g.weights]
 
 
+def element_count(shape: Sequence[int]) -> Optional[int]:
+    """The number of elements of a shape, or None when its non-zero dimensions multiply beyond
+    MAX_ELEMENTS (numpy cannot hold such a shape even empty). Stops multiplying there, so a long
+    list of huge dimensions costs no time."""
+    count = 1
+    for d in shape:
+        count *= d or 1
+        if count > MAX_ELEMENTS:
+            return None
+    return 0 if 0 in shape else count
+
+
+def shape_problem(shape: Sequence[Any]) -> str:
+    """Why a shape cannot be a tensor's ('' if it can): dimensions must be integers >= 0, their
+    product at most MAX_ELEMENTS."""
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        return f"shape must be a list of non-negative integers, got {list(shape)!r}"
+    if element_count(shape) is None:
+        return f"shape {list(shape)} has more elements than any real tensor"
+    return ""
+
+
+def name_problem(name: Any) -> str:
+    """Why a weight name cannot be written to a manifest qshard and tfjs read back ('' if it can)."""
+    if not isinstance(name, str) or not name:
+        return f"weight name must be a non-empty string, got {name!r}"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"weight name {name!r} is not valid Unicode (a lone surrogate escape)"
+    return ""
+
+
 def _fail(source: str, where: str, problem: str) -> ManifestError:
     return ManifestError(f"{source}: {where}: {problem}" if where else f"{source}: {problem}")
 
@@ -111,6 +145,8 @@ def _parse_quantization(q: Any, source: str, where: str, dtype: str) -> Quantiza
         raise _fail(source, where, f"unsupported quantization original_dtype {original!r}")
     if dtype not in ("float32", "int32"):
         raise _fail(source, where, f"a {dtype} weight cannot be quantized")
+    if qd == "float16" and dtype != "float32":
+        raise _fail(source, where, f"float16 quantization of a {dtype} weight: tfjs accepts it only for float32")
     mn = scale = None
     if qd in ("uint8", "uint16"):
         mn, scale = q.get("min"), q.get("scale")
@@ -129,22 +165,19 @@ def _parse_weight(w: Any, source: str, where: str) -> WeightSpec:
     if not isinstance(w, dict):
         raise _fail(source, where, "a weight entry must be an object")
     name = w.get("name")
-    if not isinstance(name, str) or not name:
-        raise _fail(source, where, f"weight name must be a non-empty string, got {name!r}")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _fail(source, where, f"weight name {name!r} is not valid Unicode (a lone surrogate escape)") from None
+    problem = name_problem(name)
+    if problem:
+        raise _fail(source, where, problem)
     where = f"{where} ({name!r})"
     shape = w.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in shape):
-        raise _fail(source, where, f"shape must be a list of non-negative integers, got {shape!r}")
-    if math.prod(shape) > MAX_ELEMENTS:
-        raise _fail(source, where, f"shape {shape} has more elements than any real tensor")
+    problem = shape_problem(shape) if isinstance(shape, list) else f"shape must be a list, got {shape!r}"
+    if problem:
+        raise _fail(source, where, problem)
     dtype = w.get("dtype")
     if dtype not in DTYPES:
         raise _fail(source, where, f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+    if "quantization" in w and w["quantization"] is None:
+        raise _fail(source, where, "quantization is null: tfjs reads any 'quantization' key as quantized and fails")
     q = w.get("quantization")
     quant = None if q is None else _parse_quantization(q, source, where, dtype)
     extra = tuple((k, v) for k, v in w.items() if k not in ("name", "shape", "dtype", "quantization"))
@@ -180,8 +213,8 @@ def parse_manifest(manifest: Any, source: str = "manifest") -> List[Group]:
 def _looks_like_model_json(path: Path) -> bool:
     """A cheap look (no parse): a JSON object naming a weightsManifest, or a list of weight groups."""
     try:
-        data = path.read_bytes()
-    except OSError:
+        data = read_regular(path, "JSON file", ManifestError)  # (a FIFO or a huge file is not a model's)
+    except ManifestError:
         return False
     head = data.lstrip()[:1]
     if head == b"{":
@@ -194,7 +227,8 @@ def model_files(folder: Union[str, os.PathLike]) -> List[Path]:
     so that the problem is reported), and every other .json holding a weights manifest."""
     folder = Path(folder)
     try:
-        jsons = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".json" and p.is_file())
+        jsons = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".json"
+                       and (p.name in (MODEL_NAME, MANIFEST_NAME) or p.is_file()))
     except OSError as error:
         raise ManifestError(f"{folder}: cannot list the folder: {error.strerror or error}") from None
     return [p for p in jsons if p.name in (MODEL_NAME, MANIFEST_NAME) or _looks_like_model_json(p)]
@@ -223,21 +257,16 @@ def load(path: Union[str, os.PathLike]) -> ModelFile:
     """Read and validate a model.json, a weights_manifest.json, or the folder holding one."""
     p = find_model_file(path)
     source = str(p)
-    try:
-        raw = p.read_bytes()
-    except OSError as error:
-        raise ManifestError(f"{source}: cannot read: {error.strerror or error}") from None
-    if not raw.strip():
-        raise ManifestError(f"{source}: the file is empty")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ManifestError(f"{source}: not UTF-8 text (byte {error.start})") from None
-    try:
-        doc = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise ManifestError(f"{source}: invalid JSON: {getattr(error, 'msg', error)} "
-                            f"(line {getattr(error, 'lineno', '?')}, column {getattr(error, 'colno', '?')})") from None
+    constants: List[str] = []
+    doc = parse_json(read_regular(p, "model JSON", ManifestError), source, ManifestError, constants=constants)
+    model = _model_file(p, doc, source)
+    if constants:  # after the manifest's own checks, which name the weight when it is theirs
+        raise ManifestError(f"{source}: holds {constants[0]}, which is not JSON: a browser's JSON.parse "
+                            f"refuses the file")
+    return model
+
+
+def _model_file(p: Path, doc: Any, source: str) -> ModelFile:
     if isinstance(doc, list):
         return ModelFile(p, parse_manifest(doc, source))
     if isinstance(doc, dict):

@@ -1,9 +1,16 @@
-"""Reading tfjs shards: safe paths, memory-mapped files, per-tensor views without concatenating."""
+"""Reading tfjs shards: safe paths, pread into buffers the reader owns.
+
+Shards are never memory-mapped: a mapped file that another process truncates kills the reader with
+SIGBUS on the next access to a page past the new end, with no chance to report it. pread returns a
+short count instead, which becomes a ShardError naming the file. Quantizing reads every tensor
+through one reused 128 KiB buffer either way, so this costs nothing there; whole-tensor reads
+(inspect --error, read_weights) copy once from the page cache, where a mapping would fault every
+page in."""
 from __future__ import annotations
 
 import bisect
-import mmap
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Sequence, Tuple
@@ -14,17 +21,43 @@ from qshard import dtypes
 from qshard.errors import ShardError
 from qshard.formats import manifest as mf
 from qshard.formats.file_range import FileRange
+from qshard.formats.inputs import check_memory, open_regular
 
 STORED_NUMPY = dtypes.STORED_NUMPY
 
 
+# Characters a browser (the WHATWG URL parser) resolves differently from a file system: it
+# percent-decodes ('%2e%2e' is '..'), reads '\\' as '/', cuts the path at '?' and '#', drops tabs
+# and line breaks, and strips trailing spaces and control characters (tfjs puts the model's folder
+# URL in front, so leading ones stay). A shard path holding one names one file on disk and another
+# on a web server; tests/formats/test_tfjs_agreement.py checks the rule both ways.
+_URL_UNSAFE = {"%": "'%' (a browser percent-decodes it)", "\\": "a backslash (a browser reads it as '/')",
+               "?": "'?' (a browser starts a query there)", "#": "'#' (a browser starts a fragment there)"}
+
+
+def _browser_problem(path: str) -> str:
+    for char, why in _URL_UNSAFE.items():
+        if char in path:
+            return why
+    if any(c in path for c in "\t\n\r"):
+        return "a tab or line break (a browser drops them from URLs)"
+    if path[-1] <= " ":
+        return "a trailing space or control character (a browser strips it from the end of a URL)"
+    return ""
+
+
 def safe_shard_path(folder: Path, path: str, source: str) -> Path:
-    """folder/path, refusing URLs, absolute paths, '..' and symlinks that leave the folder."""
+    """folder/path, refusing URLs, absolute paths, '..', symlinks that leave the folder, and
+    characters a browser resolves differently from the file system."""
     if "://" in path or path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
         raise ShardError(f"{source}: shard path {path!r} is not a relative file name inside the model folder")
     parts = path.replace("\\", "/").split("/")
     if any(part in ("..", "") for part in parts) or "\x00" in path:
         raise ShardError(f"{source}: shard path {path!r} leaves the model folder")
+    problem = _browser_problem(path)
+    if problem:
+        raise ShardError(f"{source}: shard path {path!r} holds {problem}, so a browser would fetch "
+                         f"another file than the one on disk")
     full = folder / path
     real_folder, real = os.path.realpath(folder), os.path.realpath(full)
     if os.path.commonpath([real_folder, real]) != real_folder:
@@ -49,44 +82,35 @@ class Located:
 
 
 class GroupBytes:
-    """The shards of one group, memory-mapped, addressed as one byte range."""
+    """The shards of one group, addressed as one byte range and read with pread (see the module
+    docstring: never mapped). Each shard is checked to be a regular file when the group is opened;
+    at most OPEN_SHARDS stay open at a time, and one opened again must be the same file."""
+
+    OPEN_SHARDS = 64
 
     def __init__(self, files: Sequence[Path]):
         self.files = list(files)
-        self.maps: List[object] = []
         self.starts: List[int] = []
+        self._sizes: List[int] = []
+        self._ids: List[Tuple[int, int]] = []
+        self._fds: "OrderedDict[int, int]" = OrderedDict()
         total = 0
-        for path in self.files:
-            try:
-                with open(path, "rb") as f:
-                    size = os.fstat(f.fileno()).st_size
-                    self.maps.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b"")
-            except FileNotFoundError:
-                raise ShardError(f"{path}: shard file is missing") from None
-            except OSError as error:
-                raise ShardError(f"{path}: cannot read shard: {error.strerror or error}") from None
-            self.starts.append(total)
-            total += size
-        self._sizes = [len(m) for m in self.maps]
-        self._fds = {}
+        try:
+            for index, path in enumerate(self.files):
+                st = os.fstat(self._fd(index))
+                self.starts.append(total)
+                self._sizes.append(st.st_size)
+                self._ids.append((st.st_dev, st.st_ino))
+                total += st.st_size
+        except BaseException:
+            self.close()
+            raise
         self.total = total
 
     def view(self, offset: int, nbytes: int) -> memoryview:
-        """The bytes [offset, offset + nbytes): a zero-copy view inside one shard, else a copy."""
-        if nbytes == 0:
-            return memoryview(b"")
-        first = bisect.bisect_right(self.starts, offset) - 1
-        start = offset - self.starts[first]
-        buf = memoryview(self.maps[first])
-        if start + nbytes <= len(buf):
-            return buf[start:start + nbytes]
+        """The bytes [offset, offset + nbytes), read into a new buffer the caller owns."""
         out = bytearray(nbytes)
-        done, index = 0, first
-        while done < nbytes:
-            piece = memoryview(self.maps[index])[start:start + (nbytes - done)]
-            out[done:done + len(piece)] = piece
-            done += len(piece)
-            index, start = index + 1, 0
+        self.read_into(offset, memoryview(out))
         return memoryview(out)
 
     def _spans(self, offset: int, nbytes: int) -> Iterator[Tuple[int, int, int]]:
@@ -109,15 +133,28 @@ class GroupBytes:
         on a mapping, no allocation)."""
         done = 0
         for index, start, piece in self._spans(offset, len(out)):
-            got = os.preadv(self._fd(index), [out[done:done + piece]], start)
+            try:
+                got = os.preadv(self._fd(index), [out[done:done + piece]], start)
+            except OSError as error:
+                raise ShardError(f"{self.files[index]}: cannot read shard: {error.strerror or error}") from None
             if got != piece:
-                raise ShardError(f"{self.files[index]}: shard changed while being read")
+                raise ShardError(f"{self.files[index]}: shard changed while being read (it is now shorter)")
             done += piece
 
     def _fd(self, index: int) -> int:
         fd = self._fds.get(index)
-        if fd is None:
-            fd = self._fds[index] = os.open(self.files[index], os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        if fd is not None:
+            self._fds.move_to_end(index)
+            return fd
+        if len(self._fds) >= self.OPEN_SHARDS:
+            os.close(self._fds.popitem(last=False)[1])
+        fd = open_regular(self.files[index], "shard file", ShardError)
+        if index < len(self._ids):
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != self._ids[index]:
+                os.close(fd)
+                raise ShardError(f"{self.files[index]}: shard was replaced by another file while being read")
+        self._fds[index] = fd
         return fd
 
     def close(self) -> None:
@@ -131,18 +168,32 @@ class GroupBytes:
         except Exception:
             pass
 
-    def read_u32(self, offset: int) -> int:
-        return int.from_bytes(self.view(offset, 4), "little")
+
+MAX_STRINGS = 1 << 24  # elements of one string weight: a vocabulary is far smaller; walking this many takes seconds
 
 
 def _string_bytes(data: GroupBytes, offset: int, spec: mf.WeightSpec, source: str) -> int:
-    pos = offset
+    """Bytes of a string weight: per element a uint32 length, then that many bytes. Its element
+    count is refused at once when even empty strings would not fit, so the walk is bounded by the
+    shard bytes; it reads them a window at a time."""
+    past_end = ShardError(f"{source}: string weight {spec.name!r} runs past the end of its shards")
+    if spec.size > MAX_STRINGS:
+        raise ShardError(f"{source}: string weight {spec.name!r} has {spec.size} elements; qshard reads string "
+                         f"weights of at most {MAX_STRINGS} (each element's length is read one by one)")
+    if spec.size * 4 > data.total - offset:
+        raise ShardError(f"{source}: string weight {spec.name!r} has {spec.size} elements, which need at "
+                         f"least {spec.size * 4} bytes, but its shards hold {data.total - offset} from its start")
+    window, window_start, pos = b"", offset, offset
     for _ in range(spec.size):
         if pos + 4 > data.total:
-            raise ShardError(f"{source}: string weight {spec.name!r} runs past the end of its shards")
-        pos += 4 + data.read_u32(pos)
+            raise past_end
+        if pos + 4 > window_start + len(window):
+            window_start = pos
+            window = bytes(data.view(pos, min(1 << 20, data.total - pos)))
+        at = pos - window_start
+        pos += 4 + int.from_bytes(window[at:at + 4], "little")
     if pos > data.total:
-        raise ShardError(f"{source}: string weight {spec.name!r} runs past the end of its shards")
+        raise past_end
     return pos - offset
 
 
@@ -211,11 +262,13 @@ class ShardSet:
                          error=ShardError)
 
     def raw_bytes(self, name: str) -> memoryview:
+        """A weight's stored bytes, read into memory the caller owns."""
         loc = self.where[name]
+        check_memory(loc.nbytes, f"{self.model.path}: weight {name!r}", ShardError)
         return self.groups[loc.group].view(loc.offset, loc.nbytes)
 
     def stored(self, spec: mf.WeightSpec) -> np.ndarray:
-        """The stored values (codes for quantized weights), a read-only view where possible."""
+        """The stored values (codes for quantized weights), in memory the caller owns."""
         buf = self.raw_bytes(spec.name)
         if spec.dtype == "string" and not spec.quantization:
             return decode_strings(bytes(buf), spec.shape)

@@ -54,7 +54,7 @@ def verify(path: Union[str, os.PathLike]) -> Verification:
                 missing = True
                 continue
             referenced.add(os.path.normpath(p))
-            if not full.is_file():
+            if not full.exists():
                 result.problems.append(f"{full}: shard file is missing (group {gi})")
                 missing = True
             else:
@@ -63,7 +63,7 @@ def verify(path: Union[str, os.PathLike]) -> Verification:
         result.bytes += sum(f.stat().st_size for f in files)
         if missing:
             continue
-        try:  # the readers' own check of this group: empty shards, sizes, string lengths
+        try:  # the readers' own check of this group: regular files, empty shards, sizes, string lengths
             locate_group(gi, group, GroupBytes(files), str(model.path))
         except ShardError as error:
             result.problems.append(str(error))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -114,10 +114,12 @@ def write_weights(weight_groups, write_dir: Union[str, os.PathLike], *, shard_si
 
 def write_model(document: dict, weights: List[Tuple[str, np.ndarray]], out_dir: Union[str, os.PathLike],
                 report: QuantizeReport, targets: Dict[str, str], *, shard_size: int = DEFAULT_SHARD_SIZE,
-                force: bool = False, threads: Optional[int] = None, progress: Progress = None) -> QuantizeReport:
+                force: bool = False, threads: Optional[int] = None, progress: Progress = None,
+                inputs: Iterable[Union[str, os.PathLike]] = ()) -> QuantizeReport:
     """Write a model folder that appears only when complete: the shards of `weights` (each float32
     weight stored as `targets` asks) and model.json, which is `document` plus its weightsManifest.
-    The report (from QuantizeReport.plan) records what was changed, kept and written."""
+    The report (from QuantizeReport.plan) records what was changed, kept and written. The folder
+    must not be or hold any of `inputs` (the files the model was read from)."""
     report.bytes_in = sum(a.nbytes for _, a in weights)
     targets = dict(targets)
     for name, array in weights:
@@ -125,7 +127,7 @@ def write_model(document: dict, weights: List[Tuple[str, np.ndarray]], out_dir: 
         if report.decide(name, dtype, targets.get(name)) is None:
             targets.pop(name, None)
     kept: List[Kept] = []
-    with atomic_folder(out_dir, force) as tmp:
+    with atomic_folder(out_dir, force, inputs=inputs) as tmp:
         manifest = write_weights([weights], tmp, shard_size=shard_size, targets=targets, write_manifest=False,
                                  threads=threads, progress=progress, kept=kept)
         for k in kept:
@@ -146,6 +148,10 @@ class WebModel:
     @property
     def specs(self) -> List[mf.WeightSpec]:
         return self.file.weights()
+
+    def files(self) -> List[Path]:
+        """Every file the model is read from: its JSON and its shards (what no output may overwrite)."""
+        return [self.file.path] + [f for group in self.shards.groups for f in group.files]
 
     def spec(self, name: str) -> mf.WeightSpec:
         for s in self.specs:
@@ -176,14 +182,9 @@ class WebModel:
 def read_weights(path: Union[str, os.PathLike], *, raw: bool = False, rounding: str = "half_up") -> Dict[str, np.ndarray]:
     """name -> values of a web model, dequantized as the tfjs client does (raw=True: the stored
     codes; rounding="half_even": int32 weights as tensorflowjs's Python reader rounds them). The
-    arrays are the caller's own: none is a view of a shard file, which could change or shrink later
-    (a truncated mapping kills the process with SIGBUS on access)."""
+    arrays are the caller's own, read from the shards (never views of a mapped file)."""
     model = WebModel(path)
-    out = {}
-    for s in model.specs:
-        a = model.stored(s.name) if raw else model.values(s.name, rounding)
-        out[s.name] = a if a.flags.owndata else a.copy()
-    return out
+    return {s.name: model.stored(s.name) if raw else model.values(s.name, rounding) for s in model.specs}
 
 
 def quantize_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *,
@@ -235,7 +236,7 @@ def quantize_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
                     item.chunks = (lambda scratch, s=spec: shards.chunks(s, scratch))
             row.append(item)
         groups.append(row)
-    with atomic_folder(out_dir, force) as tmp:
+    with atomic_folder(out_dir, force, inputs=model.files()) as tmp:
         result, kept = write_groups(tmp, groups, shard_size, threads or 0, progress)
         report.written(groups, kept)
         _write_json(tmp / model.file.path.name, mf.model_document(model.file, result))
@@ -253,6 +254,10 @@ def convert_source(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
     source = sources.open_source(src, kind)
     try:
         names = [t.name for t in source.tensors]
+        for name in names:
+            problem = mf.name_problem(name)
+            if problem:
+                raise SourceError(f"{src}: {problem}")
         duplicate = first_duplicate(names)
         if duplicate is not None:
             raise SourceError(f"{src}: duplicate tensor name {duplicate!r}")
@@ -270,7 +275,7 @@ def convert_source(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
                 item.chunks = (lambda scratch, t=t: t.float32_chunks(scratch))
                 item.file_range = t.file_range
             items.append(item)
-        with atomic_folder(out_dir, force) as tmp:
+        with atomic_folder(out_dir, force, inputs=[src]) as tmp:
             result, kept = write_groups(tmp, [items], shard_size, threads or 0, progress)
             report.written([items], kept)
             (tmp / mf.MANIFEST_NAME).write_bytes(mf.dumps(mf.dump_manifest(result)).encode())

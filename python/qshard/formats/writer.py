@@ -4,32 +4,27 @@ that appear only when complete."""
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (
     Callable,
     Dict,
     Iterable,
-    Iterator,
     List,
     Optional,
     Sequence,
     Set,
     Tuple,
-    Union,
 )
 
 import numpy as np
 
 from qshard import _core, dtypes
-from qshard.errors import OutputError, QshardError
+from qshard.errors import QshardError
 from qshard.formats import manifest as mf
 from qshard.formats import patterns
 from qshard.formats.file_range import FileRange
+from qshard.formats.outputs import atomic_folder, write_file_atomically  # noqa: F401 (the writers' import)
 from qshard.formats.shards import Scratch
 
 QMAX = dtypes.AFFINE_QMAX
@@ -232,11 +227,30 @@ def _append(writer: "_core.ShardWriter", item: Item, scratch: Scratch, threads: 
     return mf.WeightSpec(item.name, item.shape, item.dtype, item.quantization)
 
 
+MAX_SHARDS = 100_000  # per group: 400 GiB in tfjs's 4 MiB shards; keeps tiny --shard-size values from
+                      # writing a folder of millions of files that no browser (nor qshard) reads
+
+
+def check_writable(groups: Sequence[Sequence[Item]], shard_size: int) -> None:
+    """Refuse, before a byte is written, what the readers would refuse: weight names a manifest
+    cannot carry, and more shards than MAX_SHARDS in a group."""
+    for group in groups:
+        for item in group:
+            problem = mf.name_problem(item.name)
+            if problem:
+                raise QshardError(problem)
+        count = -(-sum(item.nbytes for item in group) // shard_size)
+        if count > MAX_SHARDS:
+            raise QshardError(f"shard size {shard_size} would split a group into {count} shards; "
+                              f"at most {MAX_SHARDS} (use a larger --shard-size)")
+
+
 def write_groups(out_dir: Path, groups: Sequence[Sequence[Item]], shard_size: int, threads: int,
                   progress: Progress) -> Tuple[List[mf.Group], List[Kept]]:
     """Write every group in one pass over its tensors. Sizes (and so shard names) are fixed from
     the targets up front; a tensor that turns out to hold NaN/Inf is dropped to float32 and its
     group written again (rare, and only that group)."""
+    check_writable(groups, shard_size)
     kept: List[Kept] = []
     scratch = Scratch()
     total = sum(item.nbytes for group in groups for item in group)
@@ -271,61 +285,3 @@ def write_groups(out_dir: Path, groups: Sequence[Sequence[Item]], shard_size: in
         done_before = done
         result.append(mf.Group(tuple(writer.names), tuple(specs)))
     return result, kept
-
-
-def write_file_atomically(path: Union[str, os.PathLike], data: bytes) -> Path:
-    """Write data to path through a temporary file beside it: the file appears whole or not at all."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
-@contextmanager
-def atomic_folder(out_dir: Union[str, os.PathLike], force: bool = False) -> Iterator[Path]:
-    """A temporary folder beside out_dir that becomes out_dir only if the block completes."""
-    out = Path(out_dir)
-    if out.exists() and not force:
-        raise OutputError(f"{out}: already exists (use --force / force=True to replace it)")
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a folder")
-    parent = out.parent if str(out.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.qshard-", dir=parent))
-    except OSError as error:
-        raise OutputError(f"{out}: cannot create the output folder: {error.strerror or error}") from None
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        if force and out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.qshard-old-", dir=parent))
-            os.replace(out, old / "previous")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            # rename(2) refuses to replace a non-empty folder, so if another process created OUT
-            # while this one was converting, its output stays and this one reports it.
-            try:
-                os.rename(tmp, out)
-            except OSError as error:
-                if out.exists():
-                    raise OutputError(f"{out}: was created by another process while converting; "
-                                      f"left as it is (use --force to replace it)") from None
-                raise OutputError(f"{out}: cannot move the finished output into place: "
-                                  f"{error.strerror or error}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-

@@ -18,7 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from qshard.errors import GraphError, OutputError
+from qshard.errors import GraphError
+from qshard.formats.outputs import check_new_folder
 from qshard.formats.writer import DEFAULT_SHARD_SIZE, check_shard_size
 from qshard.graph.write import CONTROL_FLOW_OPS, DYNAMIC_SHAPE_OPS, GraphReport
 
@@ -39,10 +40,8 @@ def convert_to_graph_model(src: Union[str, os.PathLike, Any], out_dir: Union[str
     from qshard.graph import freeze, fuse, ops, trace, write
     check_shard_size(shard_size)
     out = Path(out_dir)
-    if out.exists() and not force:
-        raise OutputError(f"{out}: already exists (use --force / force=True to replace it)")
-    if isinstance(src, (str, os.PathLike)) and out.resolve() == Path(src).resolve():
-        raise OutputError(f"{out}: the output would replace the input")
+    sources = [src] if isinstance(src, (str, os.PathLike)) else []
+    check_new_folder(out, force, sources)  # before the model is traced, which takes long
     if metadata is not None and not isinstance(metadata, dict):
         raise GraphError(f"metadata must be a JSON object (a dict), not {type(metadata).__name__}")
     traced = trace.trace(src, signature, tags)
@@ -63,7 +62,7 @@ def convert_to_graph_model(src: Union[str, os.PathLike, Any], out_dir: Union[str
                                      uint8=uint8, uint16=uint16, float16=float16, keep=keep,
                                      shard_size=shard_size, force=force, threads=threads,
                                      metadata=metadata or None, progress=progress, source=str(traced.source),
-                                     allow_unmatched=allow_unmatched)
+                                     allow_unmatched=allow_unmatched, sources=sources)
     report.ops = dict(op_counts)
     report.rewritten = rewritten
     report.optimized = optimized

@@ -209,6 +209,19 @@ def load_model_file(path: Path) -> Any:
         raise GraphError(f"{path}: {what} could not load it: {type(error).__name__}: {error}") from None
 
 
+def check_model_path(path: Path) -> None:
+    """What can be checked of a model path before TensorFlow opens it: regular files only (in a
+    SavedModel folder, every file), and a .keras archive that inflates to what fits in memory."""
+    from qshard.formats.inputs import check_folder_files, require_regular
+    if path.is_dir():
+        check_folder_files(path, "SavedModel", GraphError)
+    elif path.suffix == ".keras":
+        from qshard.keras.load import check_keras_file
+        check_keras_file(path)
+    else:
+        require_regular(path, "HDF5 model" if path.suffix in (".h5", ".hdf5") else "model file", GraphError)
+
+
 def trace(src: Union[str, os.PathLike, Any], signature: Optional[str] = None,
           tags: Optional[Sequence[str]] = None) -> Traced:
     """Load `src` (a model object, .keras, .h5 or SavedModel folder) and trace it for conversion."""
@@ -222,6 +235,7 @@ def trace(src: Union[str, os.PathLike, Any], signature: Optional[str] = None,
     path = Path(src)
     if not path.exists():
         raise GraphError(f"{path}: no such file or folder")
+    check_model_path(path)  # before TensorFlow, which would block on a FIFO and load a zip bomb
     if is_saved_model(path):
         return trace_saved_model(path, signature, tags)
     if signature or tags:

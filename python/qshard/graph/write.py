@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -81,10 +81,11 @@ def write_graph_model(graph_def, inputs: List[Endpoint], outputs: List[Endpoint]
                       *, generated_by: str, uint8=None, uint16=None, float16=None, keep=None,
                       shard_size: int = DEFAULT_SHARD_SIZE, force: bool = False, threads: Optional[int] = None,
                       metadata: Optional[dict] = None, progress=None, source: str = "the model",
-                      allow_unmatched: bool = False) -> GraphReport:
+                      allow_unmatched: bool = False, sources: Iterable = ()) -> GraphReport:
     """Write the graph (its Const values become the weights) as a tfjs graph model into out_dir;
     returns a GraphReport with the weight fields filled in. A pattern that matches no weight of
-    `source` is an error unless allow_unmatched."""
+    `source` is an error unless allow_unmatched. out_dir must not be or hold any of `sources` (the
+    model's own files)."""
     from google.protobuf.json_format import MessageToDict
     weights = extract_weights(graph_def)
     report, targets = GraphReport.plan([n for n, _ in weights], out_dir, uint8, uint16, float16, keep, source,
@@ -100,4 +101,4 @@ def write_graph_model(graph_def, inputs: List[Endpoint], outputs: List[Endpoint]
     if metadata:
         document["userDefinedMetadata"] = metadata
     return write_model(document, weights, out_dir, report, targets, shard_size=shard_size, force=force,
-                       threads=threads, progress=progress)
+                       threads=threads, progress=progress, inputs=sources)

@@ -17,23 +17,28 @@ tf_keras / Keras 2 `.h5` model file (read with h5py; no TensorFlow needed) or mo
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Union
+from typing import Dict, Iterable, Optional, Union
 
 from qshard import __version__
 from qshard.errors import ConversionError
+from qshard.formats.outputs import check_new_folder
 from qshard.formats.writer import DEFAULT_SHARD_SIZE, check_shard_size, first_duplicate
 from qshard.keras.load import load_model_parts
 
 
 def save_web_model(model, out_dir: Union[str, os.PathLike], *, uint8=None, uint16=None, float16=None, keep=None,
                    shard_size: int = DEFAULT_SHARD_SIZE, force: bool = False, threads: Optional[int] = None,
-                   progress=None, targets: Optional[Dict[str, str]] = None, allow_unmatched: bool = False):
+                   progress=None, targets: Optional[Dict[str, str]] = None, allow_unmatched: bool = False,
+                   inputs: Iterable = ()):
     """Write a Keras model (object, .keras or .h5 path) as a tfjs layers model into out_dir:
     model.json (Keras-2-style topology) + shards, weights quantized per the patterns (fnmatch over
     the tfjs weight names, e.g. 'dense/*'; one that matches nothing is an error unless
-    allow_unmatched), or per `targets` (tfjs name -> dtype) when given. Returns a qshard.tfjs.QuantizeReport."""
+    allow_unmatched), or per `targets` (tfjs name -> dtype) when given. `inputs`: files the output
+    must not overwrite besides a model given by path (data, say). Returns a qshard.tfjs.QuantizeReport."""
     from qshard.formats.webmodel import QuantizeReport, write_model
     check_shard_size(shard_size)
+    sources = [*inputs, model] if isinstance(model, (str, os.PathLike)) else list(inputs)
+    check_new_folder(out_dir, force, sources)  # before the model is loaded, which may take long
     topology, weights, generated_by = load_model_parts(model)
     names = [n for n, _ in weights]
     dup = first_duplicate(names)
@@ -51,7 +56,7 @@ def save_web_model(model, out_dir: Union[str, os.PathLike], *, uint8=None, uint1
     document = {"format": "layers-model", "generatedBy": generated_by, "convertedBy": f"qshard {__version__}",
                 "modelTopology": topology}
     return write_model(document, weights, out_dir, report, targets, shard_size=shard_size, force=force,
-                       threads=threads, progress=progress)
+                       threads=threads, progress=progress, inputs=sources)
 
 
 convert = save_web_model

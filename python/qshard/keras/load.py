@@ -10,6 +10,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from qshard.errors import ConversionError
+from qshard.formats.inputs import available_memory, check_memory, open_zip, parse_json, require_regular
+from qshard.formats.manifest import element_count
+from qshard.formats.sources.h5 import check_dataset
 from qshard.keras.expand import check_weight
 from qshard.optional import require
 from qshard.keras.rules import KERAS2_VERSION, WEIGHT_RENAMES
@@ -115,47 +118,86 @@ def _from_h5(path: Path) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], 
     """A Keras 2 / tf_keras whole-model .h5: topology from the model_config attribute, weights from
     model_weights in the order of layer_names / weight_names (as tensorflowjs reads them)."""
     h5py = require("h5py", "h5", f"{path}: reading .h5 models", ConversionError)
+    require_regular(path, "HDF5 model", ConversionError)
     try:
         f = h5py.File(path, "r")
-    except OSError as error:
+    except (OSError, ValueError) as error:
         raise ConversionError(f"{path}: not an HDF5 file ({error})") from None
     with f:
-        if "model_config" not in f.attrs:
-            raise ConversionError(f"{path}: an HDF5 file without a model_config (weights only?): save the whole "
-                                  f"model with model.save('model.h5')")
         try:
-            doc = json.loads(_text(f.attrs["model_config"]))
-        except ValueError as error:
-            raise ConversionError(f"{path}: model_config is not JSON ({error})") from None
-        version = _text(f.attrs.get("keras_version", KERAS2_VERSION))
-        backend = _text(f.attrs.get("backend", "tensorflow"))
-        try:
-            topology = translate_topology(doc["config"], doc["class_name"], version, backend)
-        except ConversionError as error:
-            raise ConversionError(f"{path}: {error}") from None
-        group = f["model_weights"] if "model_weights" in f else f
-        classes = {layer["config"].get("name"): layer["class_name"] for layer in doc["config"].get("layers", [])}
-        weights = []
-        for lname in group.attrs.get("layer_names", []):
-            lgroup = group[_text(lname)]
-            for wname in lgroup.attrs.get("weight_names", []):
-                wname = _text(wname)
-                name = tfjs_weight_name(classes.get(_text(lname), ""), weight_name(wname))
-                if name is not None:
-                    array = np.asarray(lgroup[wname])
-                    check_weight(classes.get(_text(lname), ""), name, array)
-                    weights.append((name, array))
+            return _read_h5(path, f, h5py)
+        except ConversionError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OSError, RuntimeError) as error:
+            # The config and the weight lists are the file's to get wrong: a missing key, a list
+            # where an object belongs, a layer the weights do not have.
+            raise ConversionError(f"{path}: a malformed Keras .h5 model ({type(error).__name__}: {error})") from None
+
+
+def _read_h5(path: Path, f, h5py) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], str]:
+    if "model_config" not in f.attrs:
+        raise ConversionError(f"{path}: an HDF5 file without a model_config (weights only?): save the whole "
+                              f"model with model.save('model.h5')")
+    doc = parse_json(_text(f.attrs["model_config"]), f"{path}: model_config", ConversionError, "model_config")
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict) or not isinstance(doc.get("class_name"), str):
+        raise ConversionError(f"{path}: model_config must be an object with 'class_name' and 'config'")
+    version = _text(f.attrs.get("keras_version", KERAS2_VERSION))
+    backend = _text(f.attrs.get("backend", "tensorflow"))
+    try:
+        topology = translate_topology(doc["config"], doc["class_name"], version, backend)
+    except ConversionError as error:
+        raise ConversionError(f"{path}: {error}") from None
+    group = f["model_weights"] if "model_weights" in f else f
+    classes = {layer["config"].get("name"): layer["class_name"] for layer in doc["config"].get("layers", [])}
+    weights = []
+    for lname in group.attrs.get("layer_names", []):
+        lgroup = _member(group, _text(lname), path, h5py.Group, h5py)
+        for wname in lgroup.attrs.get("weight_names", []):
+            wname = _text(wname)
+            name = tfjs_weight_name(classes.get(_text(lname), ""), weight_name(wname))
+            if name is None:
+                continue
+            d = _member(lgroup, wname, path, h5py.Dataset, h5py)
+            where = f"{path}: weight {wname!r}"
+            check_dataset(d, where, ConversionError)
+            if element_count(d.shape) is None:
+                raise ConversionError(f"{where}: shape {list(d.shape)} has more elements than any real tensor")
+            check_memory(element_count(d.shape) * d.dtype.itemsize, where, ConversionError)
+            array = np.asarray(d)
+            check_weight(classes.get(_text(lname), ""), name, array)
+            weights.append((name, array))
     return topology, weights, f"keras v{version}"
+
+
+def _member(group, name: str, path: Path, kind, h5py):
+    """group[name], which must be a `kind` stored in this file (an external link would open another file)."""
+    link = group.get(name, getlink=True)
+    if link is None:
+        raise ConversionError(f"{path}: {group.name} lists {name!r}, which the file does not have")
+    if isinstance(link, h5py.ExternalLink):
+        raise ConversionError(f"{path}: {name!r} links to another file, which qshard does not open")
+    obj = group[name]
+    if not isinstance(obj, kind):
+        raise ConversionError(f"{path}: {name!r} is not an HDF5 {kind.__name__.lower()}")
+    return obj
+
+
+def check_keras_file(path: Path) -> None:
+    """What can be checked before Keras is imported and opens the file: a regular .keras file, a
+    zip whose members inflate to what fits in memory (Keras reads the weights from the archive)."""
+    if path.suffix != ".keras":
+        raise ConversionError(f"{path}: expected a Keras 3 .keras file")
+    if not path.exists():
+        raise ConversionError(f"{path}: no such file")
+    with open_zip(path, ".keras file", ConversionError, max_total=available_memory()):
+        pass
 
 
 def load_keras_file(path: Union[str, os.PathLike], extra: str = "keras", purpose: str = "loading a .keras file"):
     """A Keras 3 model from a .keras file (compile=False), or a ConversionError naming the file (or
     the missing module and the extra `extra` that brings it)."""
     path = Path(path)
-    if path.suffix != ".keras":
-        raise ConversionError(f"{path}: expected a Keras 3 .keras file")
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
+    check_keras_file(path)
     keras = require("keras", extra, f"{path}: {purpose}", ConversionError)
     try:
         return keras.saving.load_model(path, compile=False)

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from qshard.errors import BrowserError
+from qshard.formats.outputs import check_new_folder
 from qshard.web.browser import Browser, Link, model_format
 from qshard.web.deps import chromium_version, find_chromium, find_tfjs, playwright_api
 
@@ -42,11 +43,13 @@ def _folder_bytes(model: Union[str, os.PathLike]) -> int:
 
 def bench_browser(model: Union[str, os.PathLike], work_dir: Union[str, os.PathLike], link: Optional[Link],
                   repeat: int = 1, backend: str = "cpu", variants: Sequence[str] = VARIANTS,
-                  chromium: Optional[str] = None, tfjs: Optional[str] = None, progress=None) -> Dict[str, object]:
+                  chromium: Optional[str] = None, tfjs: Optional[str] = None, progress=None,
+                  force: bool = False) -> Dict[str, object]:
     """Write each quantized variant of `model` into work_dir (all float32 weights as that dtype),
     then, `repeat` times (in a rotated order each time), load each in a fresh browser context (cold
     cache) and again after a page reload in the same context (warm cache), over `link`; time from the
-    start of the load to the first prediction's output, and count the bytes the server sent."""
+    start of the load to the first prediction's output, and count the bytes the server sent. A
+    variant folder already in work_dir is replaced only if force."""
     from qshard.formats import manifest as mf
     from qshard.formats import webmodel as tfjs_mod
     if repeat < 1:
@@ -55,18 +58,20 @@ def bench_browser(model: Union[str, os.PathLike], work_dir: Union[str, os.PathLi
     if unknown or not variants:
         raise ValueError(f"variants must be among {', '.join(VARIANTS)}, got {', '.join(variants) or 'none'}")
     fmt = model_format(model)
+    work = Path(work_dir)
+    for v in variants:  # every variant's folder checked before the first is written
+        check_new_folder(work / v, force, [model])
     # Everything the browser run needs, before the first variant is written.
     find_chromium(chromium)
     find_tfjs(tfjs)
     playwright_api()
     folders = {}
-    work = Path(work_dir)
     for v in variants:
         # float32 is written too (weights as they are, in 4 MiB shards), so that every variant has the
         # same shard layout and only the stored dtype differs.
         if progress:
             progress(f"writing the {v} variant")
-        tfjs_mod.quantize_model(model, work / v, **({} if v == "float32" else {v: True}), force=True)
+        tfjs_mod.quantize_model(model, work / v, **({} if v == "float32" else {v: True}), force=force)
         folders[v] = work / v / mf.find_model_file(model).name
     cold: Dict[str, List[float]] = {v: [] for v in variants}
     warm: Dict[str, List[float]] = {v: [] for v in variants}

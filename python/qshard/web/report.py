@@ -22,10 +22,10 @@ import numpy as np
 
 from qshard import __version__
 from qshard.accuracy.weight_error import grid, tensor_error
-from qshard.errors import QshardError
+from qshard.errors import OutputError, QshardError
+from qshard.formats.outputs import check_output, write_file_atomically
 from qshard.optional import require
 from qshard.formats.summary import human, inspect
-from qshard.formats.writer import write_file_atomically
 
 DTYPE_COLORS = {"float32": "#4c72b0", "float16": "#55a868", "uint16": "#8172b2", "uint8": "#dd8452",
                 "int32": "#937860", "bool": "#8c8c8c", "string": "#8c8c8c", "complex64": "#8c8c8c"}
@@ -229,11 +229,17 @@ def build(model: Union[str, os.PathLike], against: Optional[Union[str, os.PathLi
     return "".join(parts)
 
 
-def write(model, out: Union[str, os.PathLike], against=None, **options) -> Path:
-    """Build the report and write it to `out` (whole or not at all)."""
-    text = build(model, against, **options)
+def write(model, out: Union[str, os.PathLike], against=None, force: bool = False, **options) -> Path:
+    """Build the report and write it to `out` (whole or not at all; an existing file only if force,
+    never one of the models' own files)."""
+    from qshard.formats.webmodel import WebModel
+    inputs = WebModel(model).files() + (WebModel(against).files() if against else [])
     out = Path(out)
     if out.is_dir():
         raise QshardError(f"{out}: is a folder; give the report's file name (e.g. report.html)")
-    write_file_atomically(out, text.encode("utf-8"))
+    check_output(out, inputs)
+    if out.exists() and not force:
+        raise OutputError(f"{out}: already exists (use --force to replace it)")
+    text = build(model, against, **options)
+    write_file_atomically(out, text.encode("utf-8"), force=force, inputs=inputs)
     return out

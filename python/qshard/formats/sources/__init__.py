@@ -10,6 +10,7 @@ models are read by qshard.formats.webmodel (their quantized codes and groups car
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 from qshard.errors import SourceError
 from qshard.formats import manifest as mf
 from qshard.formats.file_range import FileRange
+from qshard.formats.inputs import open_regular
 from qshard.formats.shards import Scratch
 
 CHUNK_BYTES = 128 * 1024  # below Zen 1's L2 cliff for pread copies; see shards.ShardSet.chunks
@@ -29,6 +31,7 @@ CHUNK_BYTES = 128 * 1024  # below Zen 1's L2 cliff for pread copies; see shards.
 
 # The dtype each source dtype is stored as in a web model (as tensorflowjs converts them).
 def tfjs_dtype(dtype: np.dtype) -> str:
+    """The tfjs dtype a source dtype becomes (SourceError when it has none)."""
     if dtype.kind == "f":
         return "float32"
     if dtype.kind in "iu":
@@ -37,7 +40,19 @@ def tfjs_dtype(dtype: np.dtype) -> str:
         return "bool"
     if dtype == np.complex64 or dtype == np.complex128:
         return "complex64"
-    raise SourceError(f"dtype {dtype} has no TensorFlow.js counterpart")
+    raise SourceError(f"dtype {dtype} has no TensorFlow.js counterpart (float, int, uint, bool and complex do)")
+
+
+def check_tensor(where: str, shape, dtype: np.dtype) -> None:
+    """Refuse, naming the tensor, a shape with more elements than any real tensor or a dtype tfjs
+    has no counterpart for: before anything is allocated, read or written."""
+    problem = mf.shape_problem(shape)
+    if problem:
+        raise SourceError(f"{where}: {problem}")
+    try:
+        tfjs_dtype(dtype)
+    except SourceError as error:
+        raise SourceError(f"{where}: {error}") from None
 
 
 @dataclass
@@ -53,7 +68,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -102,19 +117,42 @@ def pread_chunks(path: Path, offset: int, nbytes: int, dtype: np.dtype):
     buffer (page-cache copies, no mapping)."""
     def read(scratch: Scratch, chunk_bytes: int) -> Iterator[np.ndarray]:
         step = max(chunk_bytes // dtype.itemsize, 1) * dtype.itemsize
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = open_regular(path, "file", SourceError)
         try:
             buf = scratch.get(2, min(step, nbytes) if nbytes else 1)
             for begin in range(0, nbytes, step):
                 part = buf[:min(step, nbytes - begin)]
-                got = os.preadv(fd, [memoryview(part)], offset + begin)
+                try:
+                    got = os.preadv(fd, [memoryview(part)], offset + begin)
+                except OSError as error:
+                    raise SourceError(f"{path}: cannot read: {error.strerror or error}") from None
                 if got != len(part):
-                    raise SourceError(f"{path}: file ends early (tensor bytes {offset + begin}..)")
+                    raise SourceError(f"{path}: file ends early (tensor bytes {offset + begin}..); "
+                                      f"was it changed while being read?")
                 yield part.view(dtype)
         finally:
             os.close(fd)
     return read
 
+
+
+MAX_FILES = 100_000  # a folder of .npy weights with more files than this is not a model
+
+
+def npy_files(folder: Path, first: bool = False) -> List[Path]:
+    """The .npy files under folder, sorted (symlinked folders not followed; at most MAX_FILES
+    entries looked at, so pointing qshard at / fails fast instead of walking the disk)."""
+    found, seen = [], 0
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        seen += len(dirs) + len(names)
+        if seen > MAX_FILES:
+            raise SourceError(f"{folder}: more than {MAX_FILES} files and folders below it; "
+                              f"not a folder of .npy weights")
+        found.extend(Path(root) / n for n in names if n.endswith(".npy"))
+        if first and found:
+            break
+    return sorted(found)
 
 
 # --- the registry --------------------------------------------------------------------------------
@@ -140,7 +178,7 @@ def guess_kind(path: Union[str, os.PathLike]) -> str:
     if p.is_dir():
         if mf.model_files(p):
             return "tfjs"
-        if any(p.rglob("*.npy")):
+        if npy_files(p, first=True):
             return "npz"
     elif name.endswith(".json"):
         return "tfjs"

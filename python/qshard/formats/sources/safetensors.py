@@ -1,7 +1,8 @@
 """safetensors files: the JSON header parsed by qshard, tensors read by pread."""
 from __future__ import annotations
 
-import json
+import math
+import os
 import struct
 from pathlib import Path
 from typing import Iterator
@@ -10,8 +11,11 @@ import numpy as np
 
 from qshard.errors import SourceError
 from qshard.formats.file_range import in_file
+from qshard.formats.inputs import open_file, parse_json
 from qshard.formats.shards import Scratch
-from qshard.formats.sources import Source, Tensor, pread_chunks, register
+from qshard.formats.sources import Source, Tensor, check_tensor, pread_chunks, register
+
+MAX_HEADER = 100 << 20  # the safetensors library's own limit on the header
 
 _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": "bfloat16",
                        "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
@@ -30,18 +34,16 @@ def _bfloat16_reader(inner):
 
 
 def open_safetensors(path: Path) -> Source:
-    size = path.stat().st_size
-    with open(path, "rb") as f:
+    with open_file(path, "safetensors file", SourceError) as f:
+        size = os.fstat(f.fileno()).st_size
         head = f.read(8)
         if len(head) < 8:
             raise SourceError(f"{path}: too short for a safetensors file")
         (length,) = struct.unpack("<Q", head)
-        if length > min(size - 8, 100 << 20):
+        if length > min(size - 8, MAX_HEADER):
             raise SourceError(f"{path}: safetensors header length {length} does not fit the file")
-        try:
-            header = json.loads(f.read(length).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise SourceError(f"{path}: safetensors header is not valid JSON: {error}") from None
+        raw = f.read(length)
+    header = parse_json(raw, f"{path}: safetensors header", SourceError, "header")
     if not isinstance(header, dict):
         raise SourceError(f"{path}: safetensors header is not a JSON object")
     data_start = 8 + length
@@ -53,14 +55,15 @@ def open_safetensors(path: Path) -> Source:
         if not isinstance(info, dict) or info.get("dtype") not in _SAFETENSORS_DTYPES:
             raise SourceError(f"{where}: unsupported or missing dtype {info.get('dtype') if isinstance(info, dict) else info!r}")
         shape, offsets = info.get("shape"), info.get("data_offsets")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        if not (isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape)):
             raise SourceError(f"{where}: bad shape {shape!r}")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
                 and 0 <= offsets[0] <= offsets[1] and data_start + offsets[1] <= size):
             raise SourceError(f"{where}: data_offsets {offsets!r} fall outside the file")
         kind = _SAFETENSORS_DTYPES[info["dtype"]]
         stored = np.dtype(np.uint16) if kind == "bfloat16" else np.dtype(kind)
-        count = int(np.prod(shape, dtype=np.int64))
+        check_tensor(where, shape, stored)
+        count = math.prod(shape)
         if offsets[1] - offsets[0] != count * stored.itemsize:
             raise SourceError(f"{where}: {offsets[1] - offsets[0]} bytes for shape {shape} of {info['dtype']}")
         reader = pread_chunks(path, data_start + offsets[0], offsets[1] - offsets[0], stored)
@@ -71,6 +74,10 @@ def open_safetensors(path: Path) -> Source:
             reader, dtype = _bfloat16_reader(reader), np.dtype(np.float32)
         tensors.append(Tensor(name, tuple(shape), dtype, reader, file_range=in_place))
     return Source(path, "safetensors", tensors)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 register("safetensors", open_safetensors)
