@@ -1,0 +1,221 @@
+"""Per-channel weight codes for tfjs graph models, in a form stock tfjs loads.
+
+The tfjs manifest gives each weight one `min` and `scale`. A per-channel weight is stored as integer
+codes whose per-tensor decode is exact (`scale` 1, `min` -offset: tfjs computes
+Math.fround(code * 1 - offset), an integer), and the per-channel scale is applied by the graph:
+- "weight" placement: the weight's Const node becomes a node of the same name computing
+  Mul(codes, scale) (symmetric) or Mul(Sub(codes, zero_point), scale) (asymmetric, integer zero
+  point per channel, so exact zeros stay exact). tfjs recomputes it on every predict; the scale
+  vector is shaped as the weight's trailing axes so tfjs's cpu backend multiplies in a flat loop.
+- "absorbed" placement: the scale is divided out of the layer (its bias becomes b/s) and multiplied
+  into the input channels of every layer reading its output (see channels.Move): the weight node
+  stays a Const of codes (or Sub(codes, zero_point)), and no op is added at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .channels import GraphView, Layer, Move
+
+QMAX_SYMMETRIC = {"uint8": 127, "uint16": 32767}
+OFFSET = {"uint8": 128, "uint16": 32768}
+QMAX = {"uint8": 255, "uint16": 65535}
+CODE_DTYPE = {"uint8": np.uint8, "uint16": np.uint16}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How one weight is quantized per channel: uint8 or uint16 codes, symmetric or asymmetric."""
+
+    dtype: str = "uint8"
+    symmetric: bool = True
+
+
+@dataclass(frozen=True)
+class ChannelCodes:
+    """A weight as integer codes: value = (code - offset - zero_point[c]) * scale[c] in float32.
+    `scale` and `zero_point` have the layer's per-output-channel broadcast shape."""
+
+    dtype: str
+    codes: np.ndarray
+    offset: int
+    scale: np.ndarray
+    zero_point: Optional[np.ndarray] = None
+
+    def decoded(self) -> np.ndarray:
+        """The codes as tfjs decodes them (exact integers in float32)."""
+        return (self.codes.astype(np.float64) - self.offset).astype(np.float32)
+
+    def centered(self) -> np.ndarray:
+        """decoded - zero_point, as the graph computes it (exact)."""
+        d = self.decoded()
+        return d if self.zero_point is None else d - self.zero_point
+
+    def values(self) -> np.ndarray:
+        """The weight's values as the rewritten graph computes them (float32)."""
+        return self.centered() * self.scale
+
+
+def quantize_channels(layer: Layer, w: np.ndarray, choice: Choice) -> ChannelCodes:
+    """Per-output-channel codes of a float32 weight of `layer`."""
+    w = np.asarray(w, np.float32)
+    rows = layer.rows(w).astype(np.float64)
+    shape = layer.out_shape(w.shape)
+    if rows.shape[1] == 0:
+        rows = np.zeros((rows.shape[0], 1))
+    if not np.isfinite(rows).all():
+        raise ValueError("holds NaN or Inf")
+    if choice.symmetric:
+        qmax = QMAX_SYMMETRIC[choice.dtype]
+        bound = np.abs(rows).max(axis=1)
+        scale = np.where(bound > 0, bound / qmax, 1.0).astype(np.float32)
+        s = scale.reshape(shape).astype(np.float64)
+        q = np.clip(np.rint(w / s), -qmax, qmax)
+        offset = OFFSET[choice.dtype]
+        return ChannelCodes(choice.dtype, (q + offset).astype(CODE_DTYPE[choice.dtype]), offset, scale.reshape(shape))
+    qmax = QMAX[choice.dtype]
+    lo = np.minimum(rows.min(axis=1), 0.0)
+    hi = np.maximum(rows.max(axis=1), 0.0)
+    scale = np.where(hi > lo, (hi - lo) / qmax, 1.0).astype(np.float32)
+    s = scale.astype(np.float64)
+    zero = np.clip(np.rint(-lo / s), 0, qmax)
+    q = np.clip(np.rint(w / s.reshape(shape)) + zero.reshape(shape), 0, qmax)
+    return ChannelCodes(choice.dtype, q.astype(CODE_DTYPE[choice.dtype]), 0, scale.reshape(shape),
+                        zero.astype(np.float32).reshape(shape))
+
+
+@dataclass
+class LayerRewrite:
+    """What happened to one per-channel weight."""
+
+    layer: Layer
+    codes: ChannelCodes
+    placement: str                      # "weight" or "absorbed"
+    readers: Tuple[str, ...] = ()       # weights that took the scale on their input channels
+
+    @property
+    def ops_added(self) -> int:
+        """Ops tfjs runs on every predict for this weight."""
+        return (self.codes.zero_point is not None) + (self.placement == "weight")
+
+
+def _tiled(vector: np.ndarray, times: int) -> np.ndarray:
+    return np.tile(vector.reshape(-1), times)
+
+
+def apply_move(move: Move, values: Dict[str, np.ndarray], t: np.ndarray, scale_producer: bool = True) -> None:
+    """Divide the factor t (per output channel) out of the move's layer and multiply it into the
+    layers reading it, in `values` (weights by name): the graph computes the same function."""
+    layer = move.layer
+    t = np.asarray(t, np.float64).reshape(-1)
+    if scale_producer:
+        w = values[layer.weight]
+        values[layer.weight] = layer.scale_out(w.astype(np.float64), 1.0 / t).astype(np.float32)
+    if layer.bias is not None:
+        values[layer.bias] = (values[layer.bias].astype(np.float64) / t.reshape(values[layer.bias].shape)).astype(np.float32)
+    for name, times in move.addends:
+        b = values[name]
+        values[name] = (b.reshape(-1).astype(np.float64) / _tiled(t, times)).reshape(b.shape).astype(np.float32)
+    for reader, times in move.readers:
+        w = values[reader.weight].astype(np.float64)
+        values[reader.weight] = reader.scale_in(w, _tiled(t, times)).astype(np.float32)
+
+
+def rewrite_layers(view: GraphView, values: Dict[str, np.ndarray], choices: Dict[str, Choice],
+                   can_absorb, absorb: bool = True, refused: Optional[List[Tuple[str, str]]] = None) -> List[LayerRewrite]:
+    """Quantize the chosen weights per channel, in graph order, moving each scale into the layers
+    that read the output where the graph allows and `can_absorb(weight name)` says the reader's
+    weight may change (its own target will not be hurt by it). Updates `values` in place: chosen
+    weights become their codes' centred values (absorbed) and readers, biases and addends change.
+    Weights holding NaN or Inf are left alone and appended to `refused` with the reason."""
+    done = []
+    for name in view.topological():
+        layer = view.layer(name)
+        if layer is None or layer.weight not in choices or not view.single_use(layer.weight):
+            continue
+        try:
+            codes = quantize_channels(layer, values[layer.weight], choices[layer.weight])
+        except ValueError as error:
+            if refused is not None:
+                refused.append((layer.weight, str(error)))
+            continue
+        move = view.move(layer, values) if absorb else None
+        if move is not None and all(can_absorb(r.weight) for r, _ in move.readers):
+            values[layer.weight] = codes.centered()
+            apply_move(move, values, codes.scale, scale_producer=False)
+            done.append(LayerRewrite(layer, codes, "absorbed", tuple(r.weight for r, _ in move.readers)))
+        else:
+            values[layer.weight] = codes.values()
+            done.append(LayerRewrite(layer, codes, "weight"))
+    return done
+
+
+def _shape_attr(shape) -> dict:
+    return {"dim": [{"size": str(int(d))} for d in shape]} if len(shape) else {}
+
+
+def const_node(name: str, shape, dtype: str = "DT_FLOAT") -> dict:
+    """A Const node in the tfjs JSON form; its value comes from the manifest weight of that name."""
+    return {"name": name, "op": "Const",
+            "attr": {"value": {"tensor": {"dtype": dtype, "tensorShape": _shape_attr(shape)}}, "dtype": {"type": dtype}}}
+
+
+def binary_node(name: str, op: str, a: str, b: str) -> dict:
+    """A float32 binary op node (Mul, Sub)."""
+    return {"name": name, "op": op, "input": [a, b], "attr": {"T": {"type": "DT_FLOAT"}}}
+
+
+def weight_nodes(rewrite: LayerRewrite, taken) -> Tuple[List[dict], Dict[str, np.ndarray], Dict[str, ChannelCodes]]:
+    """The nodes that replace a per-channel weight's Const (the last one carries its name), the
+    float32 constants they add (name -> value) and the code tensors (name -> codes)."""
+    name = rewrite.layer.weight
+    codes = rewrite.codes
+    if rewrite.placement == "absorbed" and codes.zero_point is None:
+        return [], {}, {name: codes}  # the Const stays; its stored codes decode to the weight
+
+    def fresh(suffix: str) -> str:
+        candidate, i = f"{name}/{suffix}", 1
+        while candidate in taken:
+            candidate, i = f"{name}/{suffix}_{i}", i + 1
+        taken.add(candidate)
+        return candidate
+
+    shape = codes.codes.shape
+    code_name = fresh("pc_codes")
+    nodes = [const_node(code_name, shape)]
+    consts: Dict[str, np.ndarray] = {}
+    current = code_name
+    if codes.zero_point is not None:
+        zp_name = fresh("pc_zero_point")
+        nodes.append(const_node(zp_name, codes.zero_point.shape))
+        consts[zp_name] = codes.zero_point
+        centred = name if rewrite.placement == "absorbed" else fresh("pc_centered")
+        nodes.append(binary_node(centred, "Sub", current, zp_name))
+        current = centred
+    if rewrite.placement == "weight":
+        scale_name = fresh("pc_scale")
+        nodes.append(const_node(scale_name, codes.scale.shape))
+        consts[scale_name] = codes.scale
+        nodes.append(binary_node(name, "Mul", current, scale_name))
+    return nodes, consts, {code_name: codes}
+
+
+def rewrite_nodes(nodes: List[dict], rewrites: List[LayerRewrite]):
+    """The new node list (each rewritten weight's Const replaced in place), the added float32
+    constants and the code tensors by name."""
+    by_weight = {r.layer.weight: r for r in rewrites}
+    taken = {n["name"] for n in nodes}
+    out, consts, codes = [], {}, {}
+    for node in nodes:
+        rewrite = by_weight.get(node["name"])
+        if rewrite is None or node["op"] != "Const":
+            out.append(node)
+            continue
+        new, added, coded = weight_nodes(rewrite, taken)
+        out.extend(new or [node])
+        consts.update(added)
+        codes.update(coded)
+    return out, consts, codes

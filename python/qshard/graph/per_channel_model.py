@@ -1,0 +1,209 @@
+"""quantize_graph_model: per-channel and per-tensor quantization of a tfjs graph model in one pass,
+written atomically as a model stock tfjs 4.22 loads.
+
+Weights that tfjs decodes exactly as stored (per-channel codes, and quantized weights that pass
+through unchanged) go into a group of their own, written byte for byte; every other weight goes
+through qshard's normal writer (write_weights with per-tensor targets), so per-tensor uint8 / uint16 /
+float16 bytes are the ones `qshard quantize` writes.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Set, Tuple, Union
+
+import numpy as np
+
+from .. import manifest as mf
+from .. import patterns
+from ..errors import PatternError, QshardError
+from ..tfjs import WebModel, read_weights, write_weights
+from ..writer import DEFAULT_SHARD_SIZE, Kept, atomic_folder, check_shard_size
+from .channels import GraphView, Layer
+from .equalize import equalize as equalize_layers
+from .per_channel import ChannelCodes, Choice, LayerRewrite, rewrite_layers, rewrite_nodes
+
+NOT_GRAPH = "per-channel quantization needs a graph model (model.json with format graph-model)"
+
+
+@dataclass
+class GraphQuantizeReport:
+    """What quantize_graph_model did."""
+
+    out_dir: Path
+    per_channel: List[LayerRewrite] = field(default_factory=list)
+    per_tensor: Dict[str, str] = field(default_factory=dict)        # name -> uint8/uint16/float16
+    not_per_channel: List[Tuple[str, str]] = field(default_factory=list)  # (name, why)
+    kept: List[Kept] = field(default_factory=list)
+    equalized: int = 0                                              # layer pairs equalized
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    @property
+    def ops_added(self) -> int:
+        """Ops tfjs now runs on every predict that the source model did not."""
+        return sum(r.ops_added for r in self.per_channel)
+
+    @property
+    def elements_recomputed(self) -> int:
+        """Weight elements those ops touch per predict (their cost in tfjs)."""
+        return sum(r.ops_added * r.codes.codes.size for r in self.per_channel)
+
+
+def graph_outputs(document: dict) -> List[str]:
+    """The output names a graph model's signature declares (empty when it has none)."""
+    for signature in (document.get("signature"), (document.get("userDefinedMetadata") or {}).get("signature")):
+        if isinstance(signature, dict) and isinstance(signature.get("outputs"), dict):
+            return [v.get("name", k) if isinstance(v, dict) else k for k, v in signature["outputs"].items()]
+    return []
+
+
+def open_graph(src: Union[str, os.PathLike]) -> Tuple[WebModel, dict, GraphView]:
+    """The model, its model.json document and a view of its graph; refuses other kinds of model."""
+    model = WebModel(src)
+    doc = model.file.document
+    if doc is None or doc.get("format") != "graph-model":
+        kind = "a weights manifest" if doc is None else f"a {doc.get('format') or 'model without a format'}"
+        raise QshardError(f"{model.file.path}: {NOT_GRAPH}; this is {kind}")
+    topology = doc.get("modelTopology")
+    if not isinstance(topology, dict) or not isinstance(topology.get("node"), list):
+        raise QshardError(f"{model.file.path}: modelTopology has no node list")
+    return model, doc, GraphView(topology, graph_outputs(doc))
+
+
+def eligible_layers(view: GraphView, specs: Dict[str, mf.WeightSpec]) -> Tuple[Dict[str, Layer], Dict[str, str]]:
+    """Weights that can be quantized per channel (name -> layer) and why the others cannot."""
+    layers: Dict[str, Layer] = {}
+    for layer in view.layers():
+        spec = specs.get(layer.weight)
+        if spec is not None and spec.dtype == "float32" and len(spec.shape) == (2 if layer.kind == "matmul" else 4):
+            layers[layer.weight] = layer
+    why: Dict[str, str] = {}
+    for name, spec in specs.items():
+        if name in layers and not view.single_use(name):
+            why[name] = f"is read by {len(view.consumers.get(name, []))} nodes"
+            del layers[name]
+        elif name not in layers:
+            users = sorted({view.nodes[u]["op"] for u, _ in view.consumers.get(name, [])})
+            why[name] = (f"is {spec.dtype}" if spec.dtype != "float32" else
+                         f"is not the filter of a conv, depthwise conv or matmul (read by {', '.join(users) or 'nothing'})")
+    return layers, why
+
+
+def _matched(names, pats: patterns.Patterns, layers) -> Set[str]:
+    if pats is None or pats is False:
+        return set()
+    if pats is True or (not isinstance(pats, str) and len(pats) == 0):
+        return set(layers)
+    return {n for p in ([pats] if isinstance(pats, str) else pats) for n in fnmatch.filter(names, p)}
+
+
+def plan_choices(names: List[str], layers: Dict[str, Layer], why: Dict[str, str], per_channel, per_channel_uint16,
+                 asymmetric, uint8, uint16, float16, keep) -> Tuple[Dict[str, Choice], Dict[str, str], List[Tuple[str, str]]]:
+    """(per-channel choices, per-tensor targets, weights a per-channel pattern matched that cannot be
+    per-channel and why). A weight matched by a per-channel and a per-tensor pattern is an error."""
+    wide = _matched(names, per_channel_uint16, layers)
+    narrow = _matched(names, per_channel, layers)
+    both = sorted(wide & narrow)
+    if both:
+        raise PatternError(f"weight {both[0]!r} matches both per-channel uint8 and uint16; give it one")
+    explicit = patterns.explicitly_matched(names, uint8, uint16, float16)
+    clash = sorted((wide | narrow) & explicit & set(layers))
+    if clash:
+        raise PatternError(f"weight {clash[0]!r} matches a per-channel and a per-tensor pattern; give it one")
+    kept = set(patterns.explicitly_matched(names, keep))
+    asym = _matched(names, asymmetric, layers) if asymmetric is not None else set()
+    choices = {n: Choice("uint16" if n in wide else "uint8", n not in asym)
+               for n in sorted(wide | narrow) if n in layers and n not in kept}
+    targets = {n: d for n, d in patterns.resolve(names, uint8, uint16, float16, keep).items() if n not in choices}
+    refused = [(n, why[n]) for n in sorted(wide | narrow) if n not in layers]
+    return choices, targets, refused
+
+
+def _raw_group(folder: Path, number: int, entries: List[Tuple[mf.WeightSpec, np.ndarray]], shard_size: int) -> dict:
+    """Write stored bytes as they are into group `number`'s shards; returns its manifest entry."""
+    data = b"".join(np.ascontiguousarray(a).tobytes() for _, a in entries)
+    count = math.ceil(len(data) / shard_size)
+    paths = [f"group{number}-shard{i + 1}of{count}.bin" for i in range(count)]
+    for i, path in enumerate(paths):
+        (folder / path).write_bytes(data[i * shard_size:(i + 1) * shard_size])
+    return {"paths": paths, "weights": [mf.weight_entry(spec) for spec, _ in entries]}
+
+
+def _code_spec(name: str, codes: ChannelCodes) -> mf.WeightSpec:
+    # min -offset and scale 1: tfjs decodes each code to the exact integer code - offset.
+    return mf.WeightSpec(name, tuple(codes.codes.shape), "float32",
+                         mf.Quantization(codes.dtype, -float(codes.offset), 1.0, "float32"))
+
+
+def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *,
+                         per_channel: patterns.Patterns = None, per_channel_uint16: patterns.Patterns = None,
+                         asymmetric: patterns.Patterns = None, uint8: patterns.Patterns = None,
+                         uint16: patterns.Patterns = None, float16: patterns.Patterns = None,
+                         keep: patterns.Patterns = None, equalize: bool = False, absorb: bool = True,
+                         shard_size: int = DEFAULT_SHARD_SIZE, force: bool = False) -> GraphQuantizeReport:
+    """Quantize a tfjs graph model: conv / depthwise / matmul filters matched by `per_channel`
+    (uint8) or `per_channel_uint16` per output channel (symmetric, or asymmetric with an integer zero
+    point where `asymmetric` matches), other weights per tensor as in quantize_model;
+    `equalize` applies cross-layer equalization first, `absorb` moves per-channel scales into the
+    layers that read them where the graph allows (no op added)."""
+    check_shard_size(shard_size)
+    model, doc, view = open_graph(src)
+    specs = {s.name: s for s in model.specs}
+    names = list(specs)
+    layers, why = eligible_layers(view, specs)
+    choices, targets, refused = plan_choices(names, layers, why, per_channel, per_channel_uint16, asymmetric,
+                                             uint8, uint16, float16, keep)
+    report = GraphQuantizeReport(Path(out_dir), not_per_channel=refused)
+    report.bytes_in = sum(loc.nbytes for loc in model.shards.where.values())
+    original = read_weights(src)
+    values = dict(original)
+
+    def changeable(name: str) -> bool:  # a new value costs nothing: the weight is re-encoded anyway
+        return name in choices or specs[name].stored_dtype == "float32" and name not in targets
+
+    if equalize:
+        report.equalized = len(equalize_layers(view, values, list(layers.values())))
+    report.per_channel = rewrite_layers(view, values, choices, changeable, absorb, report.not_per_channel)
+    nodes, consts, codes = rewrite_nodes(view_nodes(doc), report.per_channel)
+    per_channel_names = {r.layer.weight for r in report.per_channel}
+    for name in sorted(set(choices) - per_channel_names - {n for n, _ in report.not_per_channel}):
+        report.not_per_channel.append((name, why.get(name) or "is read by more than one node"))
+    floats, raw, write_targets = [], [], {}
+    for name in names:
+        if name in codes or name in per_channel_names:
+            continue
+        spec, value = specs[name], values[name]
+        target = targets.get(name)
+        if target is None and spec.quantization is not None:
+            if value is original[name]:  # unchanged: the stored bytes, as they are
+                raw.append((spec, model.stored(name)))
+                continue
+            target = spec.quantization.dtype
+        if target is not None and spec.dtype == "float32":
+            write_targets[name] = target
+        floats.append((name, value))
+    floats.extend(consts.items())
+    raw.extend((_code_spec(name, c), c.codes) for name, c in codes.items())
+    with atomic_folder(out_dir, force) as tmp:
+        kept: List[Kept] = []
+        manifest = write_weights([floats], tmp, shard_size=shard_size, targets=write_targets,
+                                 write_manifest=False, kept=kept)
+        if raw:
+            manifest.append(_raw_group(tmp, len(manifest) + 1, raw, shard_size))
+        document = dict(doc)
+        document["modelTopology"] = dict(doc["modelTopology"], node=nodes)
+        document["weightsManifest"] = manifest
+        (tmp / model.file.path.name).write_text(mf.dumps(document))
+        report.kept = kept
+        report.per_tensor = {n: t for n, t in write_targets.items() if n not in {k.name for k in kept}}
+        report.bytes_out = sum((tmp / p).stat().st_size for g in manifest for p in g["paths"])
+    return report
+
+
+def view_nodes(document: dict) -> List[dict]:
+    """The node list of a graph model's document."""
+    return document["modelTopology"]["node"]

@@ -1,0 +1,239 @@
+"""Per-channel quantization of graph models (qshard.graph.per_channel_model), run in stock tfjs 4.22
+under Node (tests/js/predict_graph_pc.js) and checked against TensorFlow's kernels running the
+rewritten graph on the weights as qshard decodes them (pc_reference). The made-up models reproduce
+the failures seen on published models: batch norm folded into filters (channels 1000x apart), mostly
+zero filters, depthwise convs, a matmul head and a detection-style head."""
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import require
+from qshard import tfjs
+from qshard.errors import OutputError, PatternError, QshardError
+from qshard.example import write_example
+from qshard.graph.per_channel_model import quantize_graph_model
+from test_node import node  # noqa: F401 (a fixture)
+
+from .pc_models import MODELS
+from .pc_reference import run_graph
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "js"))
+import graph_runner  # noqa: E402
+
+# Relative to the output's largest magnitude: float32 rounding differences between TensorFlow's and
+# tfjs's kernels over a few layers.
+TOLERANCE = 1e-5
+VARIANTS = {
+    "float32": None,
+    "uint8": {"uint8": True},
+    "per-channel": {"per_channel": True},
+    "per-channel-weight-side": {"per_channel": True, "absorb": False},
+    "per-channel-asymmetric": {"per_channel": True, "asymmetric": True},
+    "per-channel-uint16": {"per_channel_uint16": True},
+    "equalized-uint8": {"uint8": True, "equalize": True},
+    "mixed": {"per_channel": ["*conv*", "dw*", "fc1/*", "backbone/*"], "uint16": True, "keep": ["*bias"]},
+}
+
+
+@pytest.fixture(scope="module")
+def tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import tensorflow
+    except ImportError as error:
+        require(f"TensorFlow is not installed ({error})", "QSHARD_REQUIRE_KERAS", "THE PER-CHANNEL REFERENCE TESTS")
+    return tensorflow
+
+
+def _inputs(folder, rng):
+    doc = json.loads((Path(folder) / "model.json").read_text())
+    out = {}
+    for n in doc["modelTopology"]["node"]:
+        if n["op"] == "Placeholder":
+            shape = [int(d["size"]) for d in n["attr"]["shape"]["shape"]["dim"]]
+            if n["name"] == "onehot":  # pixel j is the one-hot vector e_j
+                out[n["name"]] = np.eye(shape[-1], dtype=np.float32).reshape(shape)
+            else:
+                out[n["name"]] = rng.standard_normal(shape).astype(np.float32)
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, node):
+    """model -> {variant: (folder, report, node outputs)}, plus the inputs, one node run per model."""
+    root = tmp_path_factory.mktemp("per-channel")
+    out = {}
+    for name, build in MODELS.items():
+        src = build(root / name, np.random.default_rng(7))
+        folders, reports = {}, {}
+        for variant, how in VARIANTS.items():
+            if how is None:
+                folders[variant] = src
+                continue
+            reports[variant] = quantize_graph_model(src, root / f"{name}-{variant}", **how)
+            folders[variant] = reports[variant].out_dir
+        inputs = _inputs(src, np.random.default_rng(3))
+        results = graph_runner.predict(list(folders.values()), inputs)
+        out[name] = {"inputs": inputs, "src": src,
+                     "variants": {v: (folders[v], reports.get(v), r["outputs"]) for v, r in zip(folders, results)}}
+    return out
+
+
+def _cosine(a, b):
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_node_predicts_what_tensorflow_computes_on_the_rewritten_graph(runs, tf, model):
+    case = runs[model]
+    for variant, (folder, _, outputs) in case["variants"].items():
+        want = run_graph(folder, case["inputs"])
+        assert len(outputs) == len(want)
+        for got, ref in zip(outputs, want):
+            assert got.shape == ref.shape, f"{model} {variant}: shape {got.shape} vs {ref.shape}"
+            if ref.dtype.kind == "i":
+                np.testing.assert_array_equal(got, ref, err_msg=f"{model} {variant}")
+                continue
+            scale = np.abs(ref).max()
+            assert scale > 1e-3, f"{model} {variant}: degenerate output"
+            err = np.abs(got - ref).max()
+            assert err <= TOLERANCE * scale, f"{model} {variant}: tfjs differs from TensorFlow by {err:.3g} (scale {scale:.3g})"
+
+
+def test_per_channel_keeps_the_folded_batch_norm_model_where_uint8_breaks(runs):
+    variants = runs["folded_batch_norm"]["variants"]
+    (base,) = variants["float32"][2]
+    cos = {v: _cosine(variants[v][2][0], base) for v in variants}
+    assert cos["uint8"] < 0.95, cos
+    for v in ("per-channel", "per-channel-weight-side", "per-channel-asymmetric", "equalized-uint8"):
+        assert cos[v] > 0.999, (v, cos)
+        assert 1 - cos["uint8"] > 50 * (1 - cos[v]), (v, cos)
+    assert cos["per-channel-uint16"] > 0.999999, cos
+
+
+def test_absorbed_scales_add_no_op(runs):
+    """conv1 -> pad -> depthwise -> pw -> maxpool -> head: three scales move into the next layer's
+    input channels; only the last layer, whose output is the graph's, gets Mul(codes, scale)."""
+    folder, report, _ = runs["folded_batch_norm"]["variants"]["per-channel"]
+    placement = {r.layer.weight: r.placement for r in report.per_channel}
+    assert placement == {"conv1/weights": "absorbed", "dw/weights": "absorbed", "pw/weights": "absorbed",
+                         "head/weights": "weight"}
+    assert report.ops_added == 1 and report.elements_recomputed == 3 * 3 * 24 * 8
+
+    def ops(f):
+        return sorted(n["op"] for n in json.loads((Path(f) / "model.json").read_text())["modelTopology"]["node"]
+                      if n["op"] != "Const")
+    assert ops(folder) == sorted(ops(runs["folded_batch_norm"]["src"]) + ["Mul"])
+    weight_side = runs["folded_batch_norm"]["variants"]["per-channel-weight-side"][1]
+    assert weight_side.ops_added == 4
+
+
+def test_per_channel_codes_decode_exactly_and_scales_use_trailing_axes(runs):
+    folder, report, _ = runs["depthwise_stack"]["variants"]["per-channel"]
+    specs = {s.name: s for s in tfjs.WebModel(folder).specs}
+    weights = tfjs.read_weights(folder)
+    for r in report.per_channel:
+        code_name = r.layer.weight if r.placement == "absorbed" else f"{r.layer.weight}/pc_codes"
+        q = specs[code_name].quantization
+        assert (q.dtype, q.min, q.scale) == ("uint8", -128.0, 1.0)
+        assert np.array_equal(weights[code_name], np.rint(weights[code_name]))
+        assert np.abs(weights[code_name]).max() == 127
+    assert weights["dw1/weights/pc_scale"].shape == (4, 2)  # [in, multiplier]: a depthwise filter's channels
+    assert weights["pw/weights/pc_scale"].shape == (6,)
+
+
+def test_asymmetric_codes_keep_exact_zeros(runs):
+    """The 1x1 conv fed one-hot pixels outputs its own filter: every zero of the 69%-zero filter
+    comes out of tfjs as an exact 0, and every code there equals its channel's zero point."""
+    case = runs["mostly_zero"]
+    src_w = tfjs.read_weights(case["src"])["sparse/weights"]
+    zeros = src_w == 0
+    assert 0.6 < zeros.mean() < 0.8
+    folder, report, (out,) = case["variants"]["per-channel-asymmetric"]
+    assert out.shape == (1, 1, 16, 12)
+    assert np.all(out[0, 0][zeros[0, 0]] == 0) and np.all(out[0, 0][~zeros[0, 0]] != 0)
+    weights = tfjs.read_weights(folder)
+    codes, zp = weights["sparse/weights/pc_codes"], weights["sparse/weights/pc_zero_point"]
+    assert np.array_equal((codes - zp)[zeros], np.zeros(zeros.sum()))
+    assert report.per_channel[0].codes.zero_point is not None and not np.all(zp == zp.flat[0])
+    rel = np.abs(out[0, 0] - src_w[0, 0]).max(axis=0) / np.abs(src_w[0, 0]).max(axis=0)
+    assert rel.max() <= 1 / 255 + 1e-6  # half a step of a per-channel 255-step grid, at most
+
+
+def test_equalization_alone_keeps_the_function(tmp_path, node, tf):
+    src = MODELS["folded_batch_norm"](tmp_path / "src", np.random.default_rng(2))
+    report = quantize_graph_model(src, tmp_path / "eq", equalize=True)
+    assert report.equalized == 3 and not report.per_channel and not report.per_tensor
+    before, after = tfjs.read_weights(src), tfjs.read_weights(tmp_path / "eq")
+    ratio = lambda w: np.abs(w).max(axis=(0, 1, 2)).max() / np.abs(w).max(axis=(0, 1, 2)).min()  # noqa: E731
+    assert ratio(after["conv1/weights"]) < ratio(before["conv1/weights"]) / 10
+    x = _inputs(src, np.random.default_rng(0))
+    a, b = graph_runner.predict([src, tmp_path / "eq"], x)
+    scale = np.abs(a["outputs"][0]).max()
+    assert np.abs(a["outputs"][0] - b["outputs"][0]).max() <= TOLERANCE * scale
+
+
+def test_mixed_choice_quantizes_each_weight_as_asked(runs):
+    folder, report, _ = runs["matmul_head"]["variants"]["mixed"]
+    specs = {s.name: s for s in tfjs.WebModel(folder).specs}
+    assert {r.layer.weight for r in report.per_channel} == {"conv/weights", "fc1/weights"}
+    assert specs["fc2/weights"].stored_dtype == "uint16"
+    assert specs["fc1/bias"].stored_dtype == "float32" and specs["conv/bias"].stored_dtype == "float32"
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input: clear errors, no output left behind.
+
+def test_a_layers_model_is_refused(tmp_path):
+    src = write_example(tmp_path / "layers")
+    with pytest.raises(QshardError, match="per-channel quantization needs a graph model"):
+        quantize_graph_model(src, tmp_path / "out", per_channel=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_conflicting_patterns_are_refused(tmp_path):
+    src = MODELS["matmul_head"](tmp_path / "src", np.random.default_rng(0))
+    with pytest.raises(PatternError, match="conv/weights"):
+        quantize_graph_model(src, tmp_path / "out", per_channel=["conv/*"], uint16=["conv/weights"])
+    with pytest.raises(PatternError, match="both per-channel uint8 and uint16"):
+        quantize_graph_model(src, tmp_path / "out", per_channel=["conv/*"], per_channel_uint16=["*"])
+    assert list(tmp_path.iterdir()) == [tmp_path / "src"]
+
+
+def test_weights_that_cannot_be_per_channel_are_listed_and_left_to_the_other_flags(tmp_path):
+    src = MODELS["detection_head"](tmp_path / "src", np.random.default_rng(0))
+    report = quantize_graph_model(src, tmp_path / "out", per_channel=["*"], float16=True)
+    why = dict(report.not_per_channel)
+    assert "cls/bias" in why and "BiasAdd" not in why["cls/bias"] and "_FusedConv2D" in why["cls/bias"]
+    assert "int32" in why["cls/flat/shape"]
+    assert report.per_tensor["cls/bias"] == "float16"
+    assert {r.layer.weight for r in report.per_channel} == {"backbone/weights", "cls/weights", "box/weights",
+                                                             "pose/weights"}
+
+
+def test_an_existing_output_needs_force(tmp_path):
+    src = MODELS["mostly_zero"](tmp_path / "src", np.random.default_rng(0))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OutputError, match="already exists"):
+        quantize_graph_model(src, tmp_path / "out", per_channel=True)
+    quantize_graph_model(src, tmp_path / "out", per_channel=True, force=True)
+    assert (tmp_path / "out" / "model.json").is_file()
+
+
+def test_a_filter_with_nan_is_kept_and_listed(tmp_path):
+    clean = MODELS["matmul_head"](tmp_path / "clean", np.random.default_rng(0))
+    doc = json.loads((clean / "model.json").read_text())
+    weights = tfjs.read_weights(clean)
+    weights["fc1/weights"][0, 0] = np.nan
+    src = tmp_path / "src"
+    src.mkdir()
+    doc["weightsManifest"] = tfjs.write_weights([list(weights.items())], src, write_manifest=False)
+    (src / "model.json").write_text(json.dumps(doc))
+    report = quantize_graph_model(src, tmp_path / "out", per_channel=True)
+    assert dict(report.not_per_channel)["fc1/weights"] == "holds NaN or Inf"
+    assert tfjs.WebModel(tmp_path / "out").spec("fc1/weights").stored_dtype == "float32"
