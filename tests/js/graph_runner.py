@@ -4,7 +4,7 @@ tfjs runner (qshard.accuracy) when that lands."""
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -33,30 +33,40 @@ def model_file(folder) -> Path:
     return found[0]
 
 
-def predict(models: Sequence, inputs: Dict[str, np.ndarray], *, backend: str = "cpu", repeat: int = 0,
-            node: str = "node", node_path: Optional[str] = None, timeout: float = 900) -> List[dict]:
-    """Run each model on the same inputs in one node process; per model {"outputs": [arrays],
-    "names": [...], "times_ms": [...], "backend": ...}."""
+def predict(models: Sequence, inputs: Dict[str, np.ndarray], **kwargs) -> List[dict]:
+    """Run each model on the same inputs in one node process; see predict_each."""
+    return predict_each([(m, inputs) for m in models], **kwargs)
+
+
+def predict_each(jobs: Sequence, *, backend: str = "cpu", repeat: int = 0, node: str = "node",
+                 js_dir: Optional[Path] = None, timeout: float = 900) -> List[dict]:
+    """Run each (model, inputs by name) in one node process; per job {"outputs": [arrays],
+    "names": [...], "times_ms": [...], "backend": ...}. js_dir: a folder whose node_modules has
+    @tensorflow/tfjs (and -backend-wasm for backend "wasm"); the scripts are copied there."""
+    script = SCRIPT
+    if js_dir is not None:
+        for name in (SCRIPT.name, "common.js"):
+            shutil.copyfile(JS_DIR / name, Path(js_dir) / name)
+        script = Path(js_dir) / SCRIPT.name
     with tempfile.TemporaryDirectory(prefix="qshard-pc-") as tmp:
         tmp = Path(tmp)
-        feed = {}
-        for i, (name, x) in enumerate(inputs.items()):
-            file = tmp / f"in{i}.f32"
-            np.ascontiguousarray(x, "<f4").tofile(file)
-            feed[name] = {"shape": list(x.shape), "file": str(file)}
-        jobs = [{"model": str(model_file(m)), "backend": backend, "inputs": feed, "out": str(tmp / f"out{j}"),
-                 "repeat": repeat} for j, m in enumerate(models)]
-        (tmp / "jobs.json").write_text(json.dumps(jobs))
-        env = dict(os.environ)
-        if node_path:
-            env["NODE_PATH"] = node_path
-        done = subprocess.run([node, str(SCRIPT), str(tmp / "jobs.json")], cwd=JS_DIR, capture_output=True,
-                              text=True, timeout=timeout, env=env)
+        specs = []
+        for j, (model, inputs) in enumerate(jobs):
+            feed = {}
+            for i, (name, x) in enumerate(inputs.items()):
+                file = tmp / f"in{j}-{i}.f32"
+                np.ascontiguousarray(x, "<f4").tofile(file)
+                feed[name] = {"shape": list(x.shape), "file": str(file)}
+            specs.append({"model": str(model_file(model)), "backend": backend, "inputs": feed,
+                          "out": str(tmp / f"out{j}"), "repeat": repeat})
+        (tmp / "jobs.json").write_text(json.dumps(specs))
+        done = subprocess.run([node, str(script), str(tmp / "jobs.json")], cwd=script.parent, capture_output=True,
+                              text=True, timeout=timeout)
         if done.returncode != 0:
             raise NodeRunError(done.stderr.strip()[-4000:])
         results = []
-        for job in jobs:
-            meta = json.loads(Path(job["out"] + ".json").read_text())
+        for spec in specs:
+            meta = json.loads(Path(spec["out"] + ".json").read_text())
             outs = [np.fromfile(o["file"], "<f4").reshape(o["shape"]) for o in meta["outputs"]]
             results.append({"outputs": outs, "names": [o["name"] for o in meta["outputs"]],
                             "times_ms": meta["times_ms"], "backend": meta["backend"], "tfjs": meta["tfjs"]})

@@ -59,6 +59,12 @@ class ChannelCodes:
         return self.centered() * self.scale
 
 
+def _floored(bound: np.ndarray) -> np.ndarray:
+    """Channel ranges, none below 2^-24 of the largest: a channel that small is noise (a dead
+    filter), and its scale must not make b / scale overflow where a scale moves into a bias."""
+    return np.maximum(bound, bound.max(initial=0.0) * 2.0 ** -24)
+
+
 def quantize_channels(layer: Layer, w: np.ndarray, choice: Choice) -> ChannelCodes:
     """Per-output-channel codes of a float32 weight of `layer`."""
     w = np.asarray(w, np.float32)
@@ -70,7 +76,7 @@ def quantize_channels(layer: Layer, w: np.ndarray, choice: Choice) -> ChannelCod
         raise ValueError("holds NaN or Inf")
     if choice.symmetric:
         qmax = QMAX_SYMMETRIC[choice.dtype]
-        bound = np.abs(rows).max(axis=1)
+        bound = _floored(np.abs(rows).max(axis=1))
         scale = np.where(bound > 0, bound / qmax, 1.0).astype(np.float32)
         s = scale.reshape(shape).astype(np.float64)
         q = np.clip(np.rint(w / s), -qmax, qmax)
@@ -79,7 +85,8 @@ def quantize_channels(layer: Layer, w: np.ndarray, choice: Choice) -> ChannelCod
     qmax = QMAX[choice.dtype]
     lo = np.minimum(rows.min(axis=1), 0.0)
     hi = np.maximum(rows.max(axis=1), 0.0)
-    scale = np.where(hi > lo, (hi - lo) / qmax, 1.0).astype(np.float32)
+    span = _floored(hi - lo)
+    scale = np.where(span > 0, span / qmax, 1.0).astype(np.float32)
     s = scale.astype(np.float64)
     zero = np.clip(np.rint(-lo / s), 0, qmax)
     q = np.clip(np.rint(w / s.reshape(shape)) + zero.reshape(shape), 0, qmax)
@@ -95,6 +102,7 @@ class LayerRewrite:
     codes: ChannelCodes
     placement: str                      # "weight" or "absorbed"
     readers: Tuple[str, ...] = ()       # weights that took the scale on their input channels
+    divided: Tuple[str, ...] = ()       # the bias and constants added on the way, now b / scale
 
     @property
     def ops_added(self) -> int:
@@ -124,12 +132,45 @@ def apply_move(move: Move, values: Dict[str, np.ndarray], t: np.ndarray, scale_p
         values[reader.weight] = reader.scale_in(w, _tiled(t, times)).astype(np.float32)
 
 
-def rewrite_layers(view: GraphView, values: Dict[str, np.ndarray], choices: Dict[str, Choice],
-                   can_absorb, absorb: bool = True, refused: Optional[List[Tuple[str, str]]] = None) -> List[LayerRewrite]:
+def quantization_error(layer: Layer, w: np.ndarray, choice: Choice, weight: Optional[np.ndarray] = None) -> float:
+    """Squared error of quantizing w per channel, each input channel's share times weight[c]."""
+    w = np.asarray(w, np.float32)
+    err = (quantize_channels(layer, w, choice).values().astype(np.float64) - w) ** 2
+    return float(np.sum(layer.in_rows(err).sum(axis=1) * (1.0 if weight is None else weight)))
+
+
+def absorbable(move: Move, values: Dict[str, np.ndarray], scale: np.ndarray, reader_choice,
+               max_growth: float) -> bool:
+    """Whether every reader may take the scale: its weight is float (reader_choice "float") or per
+    channel (a Choice) and its quantization error, as the output sees it, grows at most max_growth
+    times. Input channel c's activation is taken to be proportional to scale[c] (its producer's
+    range): the error of the reader without the scale counts scale[c]^2 times on channel c, with it
+    once (the activation reaching the reader is then divided by scale[c])."""
+    for reader, times in move.readers:
+        choice = reader_choice(reader.weight)
+        if choice == "float":
+            continue
+        if not isinstance(choice, Choice):
+            return False
+        w = values[reader.weight]
+        t = _tiled(np.asarray(scale, np.float64), times)
+        scaled = reader.scale_in(w.astype(np.float64), t).astype(np.float32)
+        try:
+            if quantization_error(reader, scaled, choice) > max_growth * quantization_error(reader, w, choice, t ** 2):
+                return False
+        except ValueError:  # NaN / Inf in the reader: it will not be per channel
+            return False
+    return True
+
+
+def rewrite_layers(view: GraphView, values: Dict[str, np.ndarray], choices: Dict[str, Choice], reader_choice,
+                   absorb: bool = True, refused: Optional[List[Tuple[str, str]]] = None,
+                   max_growth: float = 2.0) -> List[LayerRewrite]:
     """Quantize the chosen weights per channel, in graph order, moving each scale into the layers
-    that read the output where the graph allows and `can_absorb(weight name)` says the reader's
-    weight may change (its own target will not be hurt by it). Updates `values` in place: chosen
-    weights become their codes' centred values (absorbed) and readers, biases and addends change.
+    that read the output where the graph allows it and absorbable() says the readers lose little
+    (reader_choice(weight name) -> Choice, "float" or None: what the reader's weight becomes).
+    Updates `values` in place: chosen weights become their codes' centred values (absorbed) or
+    dequantized values (weight side), and readers, biases and addends change.
     Weights holding NaN or Inf are left alone and appended to `refused` with the reason."""
     done = []
     for name in view.topological():
@@ -143,10 +184,11 @@ def rewrite_layers(view: GraphView, values: Dict[str, np.ndarray], choices: Dict
                 refused.append((layer.weight, str(error)))
             continue
         move = view.move(layer, values) if absorb else None
-        if move is not None and all(can_absorb(r.weight) for r, _ in move.readers):
+        if move is not None and absorbable(move, values, codes.scale, reader_choice, max_growth):
             values[layer.weight] = codes.centered()
             apply_move(move, values, codes.scale, scale_producer=False)
-            done.append(LayerRewrite(layer, codes, "absorbed", tuple(r.weight for r, _ in move.readers)))
+            divided = ((layer.bias,) if layer.bias else ()) + tuple(n for n, _ in move.addends)
+            done.append(LayerRewrite(layer, codes, "absorbed", tuple(r.weight for r, _ in move.readers), divided))
         else:
             values[layer.weight] = codes.values()
             done.append(LayerRewrite(layer, codes, "weight"))

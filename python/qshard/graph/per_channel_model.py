@@ -39,6 +39,7 @@ class GraphQuantizeReport:
     not_per_channel: List[Tuple[str, str]] = field(default_factory=list)  # (name, why)
     kept: List[Kept] = field(default_factory=list)
     equalized: int = 0                                              # layer pairs equalized
+    widened: List[Tuple[str, str, str]] = field(default_factory=list)  # (bias, asked dtype, written dtype)
     bytes_in: int = 0
     bytes_out: int = 0
 
@@ -162,12 +163,21 @@ def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pa
     original = read_weights(src)
     values = dict(original)
 
-    def changeable(name: str) -> bool:  # a new value costs nothing: the weight is re-encoded anyway
-        return name in choices or specs[name].stored_dtype == "float32" and name not in targets
+    def reader_choice(name: str):  # what a reader's weight becomes, for rewrite_layers
+        if name in choices:
+            return choices[name]
+        return "float" if targets.get(name, specs[name].stored_dtype) == "float32" else None
 
     if equalize:
         report.equalized = len(equalize_layers(view, values, list(layers.values())))
-    report.per_channel = rewrite_layers(view, values, choices, changeable, absorb, report.not_per_channel)
+    report.per_channel = rewrite_layers(view, values, choices, reader_choice, absorb, report.not_per_channel)
+    for rewrite in report.per_channel:
+        for name in rewrite.divided:  # b / scale spans the scales' range: no per-tensor grid holds it
+            asked = targets.get(name, specs[name].stored_dtype)
+            wider = _float_dtype(values[name])
+            if asked != "float32" and (asked != "float16" or wider == "float32"):
+                targets[name] = wider
+                report.widened.append((name, asked, wider))
     nodes, consts, codes = rewrite_nodes(view_nodes(doc), report.per_channel)
     per_channel_names = {r.layer.weight for r in report.per_channel}
     for name in sorted(set(choices) - per_channel_names - {n for n, _ in report.not_per_channel}):
@@ -183,7 +193,7 @@ def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pa
                 raw.append((spec, model.stored(name)))
                 continue
             target = spec.quantization.dtype
-        if target is not None and spec.dtype == "float32":
+        if target not in (None, "float32") and spec.dtype == "float32":
             write_targets[name] = target
         floats.append((name, value))
     floats.extend(consts.items())
@@ -202,6 +212,14 @@ def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pa
         report.per_tensor = {n: t for n, t in write_targets.items() if n not in {k.name for k in kept}}
         report.bytes_out = sum((tmp / p).stat().st_size for g in manifest for p in g["paths"])
     return report
+
+
+def _float_dtype(value: np.ndarray) -> str:
+    """float16 when it holds the values to its usual relative precision, else float32."""
+    magnitude = np.abs(value[np.isfinite(value) & (value != 0)])
+    if magnitude.size and (magnitude.max() > 65504 or magnitude.min() < 6.2e-5):
+        return "float32"
+    return "float16"
 
 
 def view_nodes(document: dict) -> List[dict]:
