@@ -87,6 +87,13 @@ def _conv_op(tf):
 
 def run_graph(folder, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
     """The signature's outputs of the graph model in `folder` for `inputs` (by Placeholder name)."""
+    doc = json.loads((Path(folder) / "model.json").read_text())
+    values = evaluate(folder, inputs)
+    return [values[o.split(":")[0]] for o in doc["signature"]["outputs"]]
+
+
+def evaluate(folder, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Every node's value (name -> array) of the graph model in `folder` for `inputs`."""
     import tensorflow as tf
     doc = json.loads((Path(folder) / "model.json").read_text())
     weights = tfjs.read_weights(folder)
@@ -106,4 +113,6 @@ def run_graph(folder, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
                 cache[name] = ops[node["op"]](node, [value(i) for i in node.get("input", [])])
         return cache[name]
 
-    return [np.asarray(value(o)) for o in doc["signature"]["outputs"]]
+    for name in nodes:
+        value(name)
+    return {name: np.asarray(v) for name, v in cache.items()}

@@ -15,11 +15,13 @@ from conftest import require
 from qshard import tfjs
 from qshard.errors import OutputError, PatternError, QshardError
 from qshard.example import write_example
-from qshard.graph.per_channel_model import quantize_graph_model
+from qshard.graph.channels import GraphView
+from qshard.graph.per_channel_model import graph_outputs, quantize_graph_model
+from qshard.graph.shapes import ShapeInference
 from test_node import node  # noqa: F401 (a fixture)
 
 from .pc_models import MODELS
-from .pc_reference import run_graph
+from .pc_reference import evaluate, run_graph
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "js"))
 import graph_runner  # noqa: E402
@@ -105,6 +107,21 @@ def test_node_predicts_what_tensorflow_computes_on_the_rewritten_graph(runs, tf,
             assert err <= TOLERANCE * scale, f"{model} {variant}: tfjs differs from TensorFlow by {err:.3g} (scale {scale:.3g})"
 
 
+@pytest.mark.parametrize("model", list(MODELS))
+def test_static_shapes_are_the_ones_tensorflow_computes(runs, tf, model):
+    case = runs[model]
+    folder = case["src"]
+    doc = json.loads((folder / "model.json").read_text())
+    view = GraphView(doc["modelTopology"], graph_outputs(doc))
+    shapes = ShapeInference(view, tfjs.read_weights(folder)).shapes
+    values = evaluate(folder, case["inputs"])
+    assert set(shapes) == set(values)
+    for name, value in values.items():
+        assert shapes[name] in (None, value.shape), f"{model}: {name}: inferred {shapes[name]}, TensorFlow {value.shape}"
+    unknown = {name for name, shape in shapes.items() if shape is None}
+    assert unknown <= {"best"}, f"{model}: no shape inferred for {unknown}"  # ArgMax: not needed
+
+
 def test_per_channel_keeps_the_folded_batch_norm_model_where_uint8_breaks(runs):
     variants = runs["folded_batch_norm"]["variants"]
     (base,) = variants["float32"][2]
@@ -119,13 +136,14 @@ def test_per_channel_keeps_the_folded_batch_norm_model_where_uint8_breaks(runs):
 def test_scales_move_into_the_next_layer_where_it_loses_little(runs):
     """conv1 -> pad -> depthwise -> pw -> maxpool -> head. conv1's scales (500x apart) move into the
     depthwise filter, which undoes them; the depthwise's into pw. pw's would spread head's input
-    channels 75x (3.6x its quantization error), and head's output is the graph's: both keep
-    Mul(codes, scale). The biases that took a scale are float16, not uint8."""
+    channels 75x (3.6x its quantization error): Mul(codes, scale), 384 elements, fewer than its
+    12x12x24 output. head's output is the graph's: Mul(output, scale), 6x6x8 elements, fewer than
+    its 3x3x24x8 filter. The biases that took a scale are float16, not uint8."""
     folder, report, _ = runs["folded_batch_norm"]["variants"]["per-channel"]
     placement = {r.layer.weight: r.placement for r in report.per_channel}
     assert placement == {"conv1/weights": "absorbed", "dw/weights": "absorbed", "pw/weights": "weight",
-                         "head/weights": "weight"}
-    assert report.ops_added == 2 and report.elements_recomputed == 16 * 24 + 3 * 3 * 24 * 8
+                         "head/weights": "output"}
+    assert report.ops_added == 2 and report.elements_recomputed == 16 * 24 + 6 * 6 * 8
 
     def ops(f):
         return sorted(n["op"] for n in json.loads((Path(f) / "model.json").read_text())["modelTopology"]["node"]
@@ -134,9 +152,9 @@ def test_scales_move_into_the_next_layer_where_it_loses_little(runs):
     weight_side = runs["folded_batch_norm"]["variants"]["per-channel-weight-side"][1]
     assert weight_side.ops_added == 4
     folder, report, _ = runs["folded_batch_norm"]["variants"]["per-channel+uint8"]
-    assert report.widened == [("conv1/bias", "uint8", "float16")]
+    assert report.widened == [("conv1/bias", "uint8", "float16"), ("head/bias", "uint8", "float16")]
     specs = {s.name: s.stored_dtype for s in tfjs.WebModel(folder).specs}
-    assert specs["conv1/bias"] == "float16" and specs["pw/bias"] == "uint8" and specs["head/bias"] == "uint8"
+    assert specs["conv1/bias"] == "float16" and specs["pw/bias"] == "uint8" and specs["head/bias"] == "float16"
 
 
 def test_per_channel_codes_decode_exactly_and_scales_use_trailing_axes(runs):

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .channels import GraphView, Layer, Move
+from .channels import HOMOGENEOUS_FUSED, GraphView, Layer, Move
 
 QMAX_SYMMETRIC = {"uint8": 127, "uint16": 32767}
 OFFSET = {"uint8": 128, "uint16": 32768}
@@ -100,14 +100,24 @@ class LayerRewrite:
 
     layer: Layer
     codes: ChannelCodes
-    placement: str                      # "weight" or "absorbed"
+    placement: str                      # "absorbed", "output" (Mul on the layer's output) or "weight"
     readers: Tuple[str, ...] = ()       # weights that took the scale on their input channels
     divided: Tuple[str, ...] = ()       # the bias and constants added on the way, now b / scale
+
+    output_elements: Optional[int] = None  # of the layer's output, for "output"
 
     @property
     def ops_added(self) -> int:
         """Ops tfjs runs on every predict for this weight."""
-        return (self.codes.zero_point is not None) + (self.placement == "weight")
+        return (self.codes.zero_point is not None) + (self.placement != "absorbed")
+
+    @property
+    def elements(self) -> int:
+        """Elements those ops compute on every predict."""
+        weight = self.codes.codes.size * (self.codes.zero_point is not None)
+        if self.placement == "output":
+            return weight + int(self.output_elements or 0)
+        return weight + self.codes.codes.size * (self.placement == "weight")
 
 
 def _tiled(vector: np.ndarray, times: int) -> np.ndarray:
@@ -165,10 +175,12 @@ def absorbable(move: Move, values: Dict[str, np.ndarray], scale: np.ndarray, rea
 
 def rewrite_layers(view: GraphView, values: Dict[str, np.ndarray], choices: Dict[str, Choice], reader_choice,
                    absorb: bool = True, refused: Optional[List[Tuple[str, str]]] = None,
-                   max_growth: float = 2.0) -> List[LayerRewrite]:
+                   max_growth: float = 2.0, output_elements=None) -> List[LayerRewrite]:
     """Quantize the chosen weights per channel, in graph order, moving each scale into the layers
     that read the output where the graph allows it and absorbable() says the readers lose little
-    (reader_choice(weight name) -> Choice, "float" or None: what the reader's weight becomes).
+    (reader_choice(weight name) -> Choice, "float" or None: what the reader's weight becomes);
+    else onto the layer's output where that is fewer elements than the weight (output_elements(node
+    name) -> int or None) and the fused activation lets it through; else onto the weight.
     Updates `values` in place: chosen weights become their codes' centred values (absorbed) or
     dequantized values (weight side), and readers, biases and addends change.
     Weights holding NaN or Inf are left alone and appended to `refused` with the reason."""
@@ -189,10 +201,23 @@ def rewrite_layers(view: GraphView, values: Dict[str, np.ndarray], choices: Dict
             apply_move(move, values, codes.scale, scale_producer=False)
             divided = ((layer.bias,) if layer.bias else ()) + tuple(n for n, _ in move.addends)
             done.append(LayerRewrite(layer, codes, "absorbed", tuple(r.weight for r, _ in move.readers), divided))
+        elif _output_side(layer, codes, absorb, output_elements):
+            values[layer.weight] = codes.centered()
+            apply_move(Move(layer), values, codes.scale, scale_producer=False)
+            done.append(LayerRewrite(layer, codes, "output", divided=(layer.bias,) if layer.bias else (),
+                                     output_elements=output_elements(layer.node)))
         else:
             values[layer.weight] = codes.values()
             done.append(LayerRewrite(layer, codes, "weight"))
     return done
+
+
+def _output_side(layer: Layer, codes: ChannelCodes, allowed: bool, output_elements) -> bool:
+    """A Mul on the output is cheaper than one on the weight, and the fused ops let it through."""
+    if not allowed or output_elements is None or not set(layer.fused) <= HOMOGENEOUS_FUSED:
+        return False
+    n = output_elements(layer.node)
+    return n is not None and n < codes.codes.size
 
 
 def _shape_attr(shape) -> dict:
@@ -210,20 +235,26 @@ def binary_node(name: str, op: str, a: str, b: str) -> dict:
     return {"name": name, "op": op, "input": [a, b], "attr": {"T": {"type": "DT_FLOAT"}}}
 
 
+def _fresh(base: str, suffix: str, taken) -> str:
+    """A node name not yet in `taken` (which it joins)."""
+    candidate, i = f"{base}/{suffix}", 1
+    while candidate in taken:
+        candidate, i = f"{base}/{suffix}_{i}", i + 1
+    taken.add(candidate)
+    return candidate
+
+
 def weight_nodes(rewrite: LayerRewrite, taken) -> Tuple[List[dict], Dict[str, np.ndarray], Dict[str, ChannelCodes]]:
     """The nodes that replace a per-channel weight's Const (the last one carries its name), the
     float32 constants they add (name -> value) and the code tensors (name -> codes)."""
     name = rewrite.layer.weight
     codes = rewrite.codes
-    if rewrite.placement == "absorbed" and codes.zero_point is None:
+    scaled_elsewhere = rewrite.placement != "weight"
+    if scaled_elsewhere and codes.zero_point is None:
         return [], {}, {name: codes}  # the Const stays; its stored codes decode to the weight
 
     def fresh(suffix: str) -> str:
-        candidate, i = f"{name}/{suffix}", 1
-        while candidate in taken:
-            candidate, i = f"{name}/{suffix}_{i}", i + 1
-        taken.add(candidate)
-        return candidate
+        return _fresh(name, suffix, taken)
 
     shape = codes.codes.shape
     code_name = fresh("pc_codes")
@@ -234,7 +265,7 @@ def weight_nodes(rewrite: LayerRewrite, taken) -> Tuple[List[dict], Dict[str, np
         zp_name = fresh("pc_zero_point")
         nodes.append(const_node(zp_name, codes.zero_point.shape))
         consts[zp_name] = codes.zero_point
-        centred = name if rewrite.placement == "absorbed" else fresh("pc_centered")
+        centred = name if scaled_elsewhere else fresh("pc_centered")
         nodes.append(binary_node(centred, "Sub", current, zp_name))
         current = centred
     if rewrite.placement == "weight":
@@ -245,14 +276,30 @@ def weight_nodes(rewrite: LayerRewrite, taken) -> Tuple[List[dict], Dict[str, np
     return nodes, consts, {code_name: codes}
 
 
+def output_nodes(rewrite: LayerRewrite, node: dict, taken) -> List[dict]:
+    """The layer renamed, then a Mul by its scale named as the layer was (consumers, control edges
+    and signature outputs now read the scaled value)."""
+    name = node["name"]
+    inner = _fresh(name, "pc_unscaled", taken)
+    scale = _fresh(rewrite.layer.weight, "pc_scale", taken)
+    return [dict(node, name=inner), const_node(scale, (rewrite.codes.scale.size,)), binary_node(name, "Mul", inner, scale)]
+
+
 def rewrite_nodes(nodes: List[dict], rewrites: List[LayerRewrite]):
-    """The new node list (each rewritten weight's Const replaced in place), the added float32
-    constants and the code tensors by name."""
+    """The new node list (each rewritten weight's Const replaced in place, each output-side layer
+    followed by its Mul), the added float32 constants and the code tensors by name."""
     by_weight = {r.layer.weight: r for r in rewrites}
+    by_layer = {r.layer.node: r for r in rewrites if r.placement == "output"}
     taken = {n["name"] for n in nodes}
     out, consts, codes = [], {}, {}
     for node in nodes:
         rewrite = by_weight.get(node["name"])
+        if node["name"] in by_layer:
+            rewrite = by_layer[node["name"]]
+            new = output_nodes(rewrite, node, taken)
+            consts[new[1]["name"]] = rewrite.codes.scale.reshape(-1)
+            out.extend(new)
+            continue
         if rewrite is None or node["op"] != "Const":
             out.append(node)
             continue

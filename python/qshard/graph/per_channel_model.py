@@ -24,6 +24,7 @@ from ..tfjs import WebModel, read_weights, write_weights
 from ..writer import DEFAULT_SHARD_SIZE, Kept, atomic_folder, check_shard_size
 from .channels import GraphView, Layer
 from .equalize import equalize as equalize_layers
+from .shapes import ShapeInference
 from .per_channel import ChannelCodes, Choice, LayerRewrite, rewrite_layers, rewrite_nodes
 
 NOT_GRAPH = "per-channel quantization needs a graph model (model.json with format graph-model)"
@@ -50,8 +51,8 @@ class GraphQuantizeReport:
 
     @property
     def elements_recomputed(self) -> int:
-        """Weight elements those ops touch per predict (their cost in tfjs)."""
-        return sum(r.ops_added * r.codes.codes.size for r in self.per_channel)
+        """Elements those ops compute on every predict (their cost in tfjs)."""
+        return sum(r.elements for r in self.per_channel)
 
 
 def graph_outputs(document: dict) -> List[str]:
@@ -170,7 +171,9 @@ def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pa
 
     if equalize:
         report.equalized = len(equalize_layers(view, values, list(layers.values())))
-    report.per_channel = rewrite_layers(view, values, choices, reader_choice, absorb, report.not_per_channel)
+    shapes = ShapeInference(view, values)
+    report.per_channel = rewrite_layers(view, values, choices, reader_choice, absorb, report.not_per_channel,
+                                        output_elements=shapes.elements)
     for rewrite in report.per_channel:
         for name in rewrite.divided:  # b / scale spans the scales' range: no per-tensor grid holds it
             asked = targets.get(name, specs[name].stored_dtype)
