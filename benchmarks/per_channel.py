@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "js"))
-import graph_runner  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))
+from support import graph_runner  # noqa: E402
 
 from qshard.errors import QshardError  # noqa: E402
 from qshard.graph.per_channel_model import quantize_graph_model  # noqa: E402

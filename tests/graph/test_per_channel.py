@@ -1,11 +1,11 @@
 """Per-channel quantization of graph models (qshard.graph.per_channel_model), run in stock tfjs 4.22
 under Node (tests/js/predict_graph_pc.js) and checked against TensorFlow's kernels running the
-rewritten graph on the weights as qshard decodes them (pc_reference). The made-up models reproduce
-the failures seen on published models: batch norm folded into filters (channels 1000x apart), mostly
-zero filters, depthwise convs, a matmul head and a detection-style head."""
+rewritten graph on the weights as qshard decodes them (support/tf_reference.py). The made-up models
+(support/pc_graphs.py) reproduce the failures seen on published models: batch norm folded into
+filters (channels 1000x apart), mostly zero filters, depthwise convs, a matmul head and a
+detection-style head."""
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +18,9 @@ from qshard.example import write_example
 from qshard.graph.channels import GraphView
 from qshard.graph.per_channel_model import graph_outputs, quantize_graph_model
 from qshard.graph.shapes import ShapeInference
-from test_node import node  # noqa: F401 (a fixture)
-
-from .pc_models import MODELS
-from .pc_reference import evaluate, run_graph
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "js"))
-import graph_runner  # noqa: E402
+from support import graph_runner
+from support.pc_graphs import MODELS
+from support.tf_reference import evaluate, run_graph
 
 # Relative to the output's largest magnitude: float32 rounding differences between TensorFlow's and
 # tfjs's kernels over a few layers.

@@ -1,15 +1,15 @@
 """quantize_graph_model: per-channel and per-tensor quantization of a tfjs graph model in one pass,
 written atomically as a model stock tfjs 4.22 loads.
 
-Weights that tfjs decodes exactly as stored (per-channel codes, and quantized weights that pass
-through unchanged) go into a group of their own, written byte for byte; every other weight goes
-through qshard's normal writer (write_weights with per-tensor targets), so per-tensor uint8 / uint16 /
-float16 bytes are the ones `qshard quantize` writes.
+Everything goes through qshard's write pipeline (formats.writer.write_groups), in the source's
+groups: weights left alone keep their stored bytes, per-tensor targets get the bytes `qshard
+quantize` writes, and per-channel codes are stored as they are with a per-tensor min and scale that
+tfjs decodes to the exact integers. The constants the rewrite adds (scales, zero points) follow the
+weight they belong to.
 """
 from __future__ import annotations
 
 import fnmatch
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +17,15 @@ from typing import Dict, List, Optional, Set, Tuple, Union
 
 import numpy as np
 
-from .. import manifest as mf
-from .. import patterns
-from ..errors import PatternError, QshardError
-from ..tfjs import WebModel, read_weights, write_weights
-from ..writer import DEFAULT_SHARD_SIZE, Kept, atomic_folder, check_shard_size
-from .channels import GraphView, Layer
-from .equalize import equalize as equalize_layers
-from .shapes import ShapeInference
-from .per_channel import ChannelCodes, Choice, LayerRewrite, rewrite_layers, rewrite_nodes
+from qshard.errors import PatternError, QshardError
+from qshard.formats import manifest as mf
+from qshard.formats import patterns
+from qshard.formats.webmodel import WebModel, read_weights
+from qshard.formats.writer import DEFAULT_SHARD_SIZE, Item, Kept, atomic_folder, check_shard_size, whole, write_groups
+from qshard.graph.channels import GraphView, Layer
+from qshard.graph.equalize import equalize as equalize_layers
+from qshard.graph.per_channel import ChannelCodes, Choice, LayerRewrite, rewrite_layers, rewrite_nodes
+from qshard.graph.shapes import ShapeInference
 
 NOT_GRAPH = "per-channel quantization needs a graph model (model.json with format graph-model)"
 
@@ -125,20 +125,29 @@ def plan_choices(names: List[str], layers: Dict[str, Layer], why: Dict[str, str]
     return choices, targets, refused
 
 
-def _raw_group(folder: Path, number: int, entries: List[Tuple[mf.WeightSpec, np.ndarray]], shard_size: int) -> dict:
-    """Write stored bytes as they are into group `number`'s shards; returns its manifest entry."""
-    data = b"".join(np.ascontiguousarray(a).tobytes() for _, a in entries)
-    count = math.ceil(len(data) / shard_size)
-    paths = [f"group{number}-shard{i + 1}of{count}.bin" for i in range(count)]
-    for i, path in enumerate(paths):
-        (folder / path).write_bytes(data[i * shard_size:(i + 1) * shard_size])
-    return {"paths": paths, "weights": [mf.weight_entry(spec) for spec, _ in entries]}
+def _code_item(name: str, codes: ChannelCodes) -> Item:
+    """Codes stored as they are; min -offset and scale 1: tfjs decodes each to code - offset exactly."""
+    data = np.ascontiguousarray(codes.codes)
+    return Item(name, tuple(data.shape), "float32", quantization=mf.Quantization(codes.dtype, -float(codes.offset), 1.0,
+                                                                                   "float32"),
+                load=lambda _: data.reshape(-1).view(np.uint8), stored_nbytes=data.nbytes)
 
 
-def _code_spec(name: str, codes: ChannelCodes) -> mf.WeightSpec:
-    # min -offset and scale 1: tfjs decodes each code to the exact integer code - offset.
-    return mf.WeightSpec(name, tuple(codes.codes.shape), "float32",
-                         mf.Quantization(codes.dtype, -float(codes.offset), 1.0, "float32"))
+def _stored_item(model: WebModel, spec: mf.WeightSpec) -> Item:
+    """A weight written with the bytes it is stored with."""
+    item = Item(spec.name, spec.shape, spec.dtype, quantization=spec.quantization,
+                stored_nbytes=model.shards.where[spec.name].nbytes)
+    item.load = lambda _: model.shards.raw_bytes(spec.name)
+    return item
+
+
+def _value_item(name: str, value: np.ndarray, target: Optional[str]) -> Item:
+    """A float32 weight from its values, quantized to target (uint8/uint16/float16) or not (None)."""
+    a = np.ascontiguousarray(value, np.float32)
+    item = Item(name, tuple(a.shape), "float32", load=lambda _: a, stored_nbytes=a.nbytes, fallback=lambda _: a)
+    if target is not None:
+        item.target, item.chunks = target, whole(a)
+    return item
 
 
 def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *,
@@ -185,36 +194,51 @@ def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pa
     per_channel_names = {r.layer.weight for r in report.per_channel}
     for name in sorted(set(choices) - per_channel_names - {n for n, _ in report.not_per_channel}):
         report.not_per_channel.append((name, why.get(name) or "is read by more than one node"))
-    floats, raw, write_targets = [], [], {}
-    for name in names:
-        if name in codes or name in per_channel_names:
-            continue
-        spec, value = specs[name], values[name]
-        target = targets.get(name)
-        if target is None and spec.quantization is not None:
-            if value is original[name]:  # unchanged: the stored bytes, as they are
-                raw.append((spec, model.stored(name)))
-                continue
-            target = spec.quantization.dtype
-        if target not in (None, "float32") and spec.dtype == "float32":
-            write_targets[name] = target
-        floats.append((name, value))
-    floats.extend(consts.items())
-    raw.extend((_code_spec(name, c), c.codes) for name, c in codes.items())
+    groups, added = [], _added_by_weight(consts, codes, report.per_channel)
+    for group in model.file.groups:
+        row = []
+        for spec in group.weights:
+            row.extend(_items(model, spec, values, original, targets, codes) + added.get(spec.name, []))
+        groups.append(row)
     with atomic_folder(out_dir, force) as tmp:
-        kept: List[Kept] = []
-        manifest = write_weights([floats], tmp, shard_size=shard_size, targets=write_targets,
-                                 write_manifest=False, kept=kept)
-        if raw:
-            manifest.append(_raw_group(tmp, len(manifest) + 1, raw, shard_size))
+        result, kept = write_groups(tmp, groups, shard_size, 0, None)
         document = dict(doc)
         document["modelTopology"] = dict(doc["modelTopology"], node=nodes)
-        document["weightsManifest"] = manifest
-        (tmp / model.file.path.name).write_text(mf.dumps(document))
-        report.kept = kept
-        report.per_tensor = {n: t for n, t in write_targets.items() if n not in {k.name for k in kept}}
-        report.bytes_out = sum((tmp / p).stat().st_size for g in manifest for p in g["paths"])
+        document["weightsManifest"] = mf.dump_manifest(result)
+        (tmp / model.file.path.name).write_bytes(mf.dumps(document).encode())
+    report.kept = kept
+    kept_names = {k.name for k in kept}
+    report.per_tensor = {i.name: i.target for row in groups for i in row if i.target and i.name not in kept_names}
+    report.bytes_out = sum(i.nbytes for row in groups for i in row)
     return report
+
+
+def _added_by_weight(consts: Dict[str, np.ndarray], codes: Dict[str, ChannelCodes],
+                     rewrites: List[LayerRewrite]) -> Dict[str, List[Item]]:
+    """The new weights (codes of weight-side forms, scales, zero points), by the weight they belong to."""
+    out: Dict[str, List[Item]] = {}
+    for r in rewrites:
+        prefix = r.layer.weight + "/"
+        mine = [_code_item(n, c) for n, c in codes.items() if n.startswith(prefix)]
+        mine += [_value_item(n, v, None) for n, v in consts.items() if n.startswith(prefix)]
+        out[r.layer.weight] = mine
+    return out
+
+
+def _items(model: WebModel, spec: mf.WeightSpec, values, original, targets, codes) -> List[Item]:
+    """The Item that writes one source weight (none for a weight-side form's Const, now a node)."""
+    name = spec.name
+    if name in codes:
+        return [_code_item(name, codes[name])]
+    if any(n.startswith(name + "/pc_") for n in codes):
+        return []  # its Const became Mul(codes, scale): the codes are written instead
+    target = targets.get(name)
+    unchanged = values[name] is original[name]
+    if target is None and unchanged or spec.dtype != "float32":
+        return [_stored_item(model, spec)]
+    if target is None:  # changed (equalized, divided by a scale): stored as it was asked before
+        target = spec.quantization.dtype if spec.quantization else None
+    return [_value_item(name, values[name], None if target == "float32" else target)]
 
 
 def _float_dtype(value: np.ndarray) -> str:

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-JS_DIR = Path(__file__).resolve().parent
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
 SCRIPT = JS_DIR / "predict_graph_pc.js"
 
 
