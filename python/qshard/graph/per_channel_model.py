@@ -83,15 +83,16 @@ def eligible_layers(view: GraphView, specs: Dict[str, mf.WeightSpec]) -> Tuple[D
         spec = specs.get(layer.weight)
         if spec is not None and spec.dtype == "float32" and len(spec.shape) == (2 if layer.kind == "matmul" else 4):
             layers[layer.weight] = layer
-    why: Dict[str, str] = {}
+    why: Dict[str, str] = {}  # for float32 weights only: no other kind is a candidate
     for name, spec in specs.items():
+        if spec.dtype != "float32":
+            continue
         if name in layers and not view.single_use(name):
             why[name] = f"is read by {len(view.consumers.get(name, []))} nodes"
             del layers[name]
         elif name not in layers:
             users = sorted({view.nodes[u]["op"] for u, _ in view.consumers.get(name, [])})
-            why[name] = (f"is {spec.dtype}" if spec.dtype != "float32" else
-                         f"is not the filter of a conv, depthwise conv or matmul (read by {', '.join(users) or 'nothing'})")
+            why[name] = f"is not the filter of a conv, depthwise conv or matmul (read by {', '.join(users) or 'nothing'})"
     return layers, why
 
 
@@ -121,7 +122,7 @@ def plan_choices(names: List[str], layers: Dict[str, Layer], why: Dict[str, str]
     choices = {n: Choice("uint16" if n in wide else "uint8", n not in asym)
                for n in sorted(wide | narrow) if n in layers and n not in kept}
     targets = {n: d for n, d in patterns.resolve(names, uint8, uint16, float16, keep).items() if n not in choices}
-    refused = [(n, why[n]) for n in sorted(wide | narrow) if n not in layers]
+    refused = [(n, why[n]) for n in sorted(wide | narrow) if n in why]
     return choices, targets, refused
 
 
