@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import require
 from qshard import tfjs
 from qshard.errors import OutputError, PatternError, QshardError
 from qshard.example import write_example
@@ -19,8 +18,8 @@ from qshard.graph.channels import GraphView
 from qshard.graph.per_channel_model import graph_outputs, quantize_graph_model
 from qshard.graph.shapes import ShapeInference
 from support import graph_runner
-from support.pc_graphs import MODELS
-from support.tf_reference import evaluate, run_graph
+from support.pc_graphs import MODELS, inputs_for
+from support.tf_reference import tensorflow_or_skip, evaluate, run_graph
 
 # Relative to the output's largest magnitude: float32 rounding differences between TensorFlow's and
 # tfjs's kernels over a few layers.
@@ -40,25 +39,7 @@ VARIANTS = {
 
 @pytest.fixture(scope="module")
 def tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        import tensorflow
-    except ImportError as error:
-        require(f"TensorFlow is not installed ({error})", "QSHARD_REQUIRE_KERAS", "THE PER-CHANNEL REFERENCE TESTS")
-    return tensorflow
-
-
-def _inputs(folder, rng):
-    doc = json.loads((Path(folder) / "model.json").read_text())
-    out = {}
-    for n in doc["modelTopology"]["node"]:
-        if n["op"] == "Placeholder":
-            shape = [int(d["size"]) for d in n["attr"]["shape"]["shape"]["dim"]]
-            if n["name"] == "onehot":  # pixel j is the one-hot vector e_j
-                out[n["name"]] = np.eye(shape[-1], dtype=np.float32).reshape(shape)
-            else:
-                out[n["name"]] = rng.standard_normal(shape).astype(np.float32)
-    return out
+    return tensorflow_or_skip("THE PER-CHANNEL REFERENCE TESTS")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +50,7 @@ def runs(tmp_path_factory, node):
     out, jobs = {}, []
     for name, build in MODELS.items():
         src = build(root / name, np.random.default_rng(7))
-        inputs = _inputs(src, np.random.default_rng(3))
+        inputs = inputs_for(src, np.random.default_rng(3))
         out[name] = {"inputs": inputs, "src": src, "variants": {}}
         for variant, how in VARIANTS.items():
             report = None if how is None else quantize_graph_model(src, root / f"{name}-{variant}", **how)
@@ -192,7 +173,7 @@ def test_equalization_alone_keeps_the_function(tmp_path, node, tf):
     before, after = tfjs.read_weights(src), tfjs.read_weights(tmp_path / "eq")
     ratio = lambda w: np.abs(w).max(axis=(0, 1, 2)).max() / np.abs(w).max(axis=(0, 1, 2)).min()  # noqa: E731
     assert ratio(after["conv1/weights"]) < ratio(before["conv1/weights"]) / 10
-    x = _inputs(src, np.random.default_rng(0))
+    x = inputs_for(src, np.random.default_rng(0))
     a, b = graph_runner.predict([src, tmp_path / "eq"], x)
     scale = np.abs(a["outputs"][0]).max()
     assert np.abs(a["outputs"][0] - b["outputs"][0]).max() <= TOLERANCE * scale

@@ -192,5 +192,20 @@ def detection_head(folder, rng) -> Path:
     return b.write(folder, [scores, box, best, pose])
 
 
+def inputs_for(folder, rng) -> Dict[str, np.ndarray]:
+    """Inputs for a model written here, by Placeholder name: standard normal, except that the
+    'onehot' input holds pixel j = the one-hot vector e_j."""
+    doc = json.loads((Path(folder) / "model.json").read_text())
+    out = {}
+    for n in doc["modelTopology"]["node"]:
+        if n["op"] == "Placeholder":
+            shape = [int(d["size"]) for d in n["attr"]["shape"]["shape"]["dim"]]
+            if n["name"] == "onehot":
+                out[n["name"]] = np.eye(shape[-1], dtype=np.float32).reshape(shape)
+            else:
+                out[n["name"]] = rng.standard_normal(shape).astype(np.float32)
+    return out
+
+
 MODELS = {"folded_batch_norm": folded_batch_norm, "mostly_zero": mostly_zero, "depthwise_stack": depthwise_stack,
           "matmul_head": matmul_head, "detection_head": detection_head}

@@ -6,12 +6,24 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 
+from conftest import require
 from qshard import tfjs
+
+
+def tensorflow_or_skip(what: str):
+    """TensorFlow, or a loud skip (a failure under QSHARD_REQUIRE_KERAS) naming `what` needs it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import tensorflow
+    except ImportError as error:
+        require(f"TensorFlow is not installed ({error})", "QSHARD_REQUIRE_KERAS", what)
+    return tensorflow
 
 
 def _s(node, key, default=""):
