@@ -41,7 +41,8 @@ def predict(models: Sequence, inputs: Dict[str, np.ndarray], **kwargs) -> List[d
 def predict_each(jobs: Sequence, *, backend: str = "cpu", repeat: int = 0, node: str = "node",
                  js_dir: Optional[Path] = None, timeout: float = 900) -> List[dict]:
     """Run each (model, inputs by name) in one node process; per job {"outputs": [arrays],
-    "names": [...], "times_ms": [...], "backend": ...}. js_dir: a folder whose node_modules has
+    "names": [...], "dtypes": [tfjs dtype of each output; the arrays are float32], "times_ms": [...],
+    "backend": ...}. js_dir: a folder whose node_modules has
     @tensorflow/tfjs (and -backend-wasm for backend "wasm"); the scripts are copied there."""
     script = SCRIPT
     if js_dir is not None:
@@ -69,5 +70,17 @@ def predict_each(jobs: Sequence, *, backend: str = "cpu", repeat: int = 0, node:
             meta = json.loads(Path(spec["out"] + ".json").read_text())
             outs = [np.fromfile(o["file"], "<f4").reshape(o["shape"]) for o in meta["outputs"]]
             results.append({"outputs": outs, "names": [o["name"] for o in meta["outputs"]],
+                            "dtypes": [o["dtype"] for o in meta["outputs"]],
                             "times_ms": meta["times_ms"], "backend": meta["backend"], "tfjs": meta["tfjs"]})
         return results
+
+
+def runner(**kwargs):
+    """A `run(folders, samples)` for qshard.graph.mixed: per folder, per sample, the float outputs
+    (int outputs such as an argmax are left out), all in one node process."""
+    def run(folders, samples):
+        results = predict_each([(f, s) for f in folders for s in samples], **kwargs)
+        per = [[o for o, d in zip(r["outputs"], r["dtypes"]) if d == "float32"] for r in results]
+        n = len(samples)
+        return [per[i * n:(i + 1) * n] for i in range(len(folders))]
+    return run

@@ -1,0 +1,161 @@
+"""The smallest graph model that keeps a fidelity budget on sample inputs: per weight, a choice among
+per-channel uint8 / uint16 (conv, depthwise and matmul filters), per-tensor uint8 / uint16 (other
+float32 weights) and float32, judged by the worst cosine over every float output and sample of the
+model as stock tfjs runs it (the caller's `run`).
+
+1. Everything at its smallest (per-channel uint8 for filters, uint8 for the rest). Done if it holds.
+2. Sensitivity, measured: for each weight, the float model with only that weight at its smallest;
+   its damage is 1 - worst cosine (output error adds up roughly across weights, so the damage of
+   one weight alone ranks it). Weights are ranked by damage per byte that widening them costs.
+3. Widen a prefix of the ranking (uint16-class first, then float32), the shortest prefix that keeps
+   the budget found by bisection (a longer prefix never hurts fidelity in practice; the result is
+   checked, not assumed).
+Every candidate is written as a real model and run by `run`; the answer is one of them.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from qshard.errors import OutputError
+from qshard.graph.per_channel_model import GraphQuantizeReport, eligible_layers, open_graph, quantize_graph_model
+
+# Levels per kind of weight: 0 is the smallest; the last is float32.
+LADDER = {"filter": ("per-channel uint8", "per-channel uint16", "float32"),
+          "other": ("uint8", "uint16", "float32")}
+BYTES = {"per-channel uint8": 1, "uint8": 1, "per-channel uint16": 2, "uint16": 2, "float32": 4}
+Outputs = List[List[np.ndarray]]  # per sample, the model's float outputs
+BATCH = 8  # candidate models written and run at a time
+Runner = Callable[[Sequence[Path], Sequence[Dict[str, np.ndarray]]], List[Outputs]]
+
+
+@dataclass
+class MixedResult:
+    """What search_graph_model chose and what it cost to find."""
+
+    choice: Dict[str, str]
+    cosine: float
+    bytes: int
+    uint8_bytes: int
+    evaluations: int
+    seconds: float
+    ranking: List[str] = field(default_factory=list)  # most damaging per byte first
+    damage: Dict[str, float] = field(default_factory=dict)
+    report: Optional[GraphQuantizeReport] = None
+    met: bool = False
+
+
+def worst_cosine(got: Outputs, want: Outputs) -> float:
+    """The smallest cosine between matching float outputs over every sample."""
+    worst = 1.0
+    for outs, refs in zip(got, want):
+        for a, b in zip(outs, refs):
+            a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+            na, nb = np.linalg.norm(a), np.linalg.norm(b)
+            worst = min(worst, 1.0 if na == nb == 0 else float(a @ b / (na * nb)) if na and nb else 0.0)
+    return worst
+
+
+def _flags(choice: Dict[str, str]) -> dict:
+    by = {}
+    for name, level in choice.items():
+        by.setdefault(level, []).append(glob.escape(name))
+    # An empty list would be a bare flag (every weight): absent levels are None.
+    return {"per_channel": by.get("per-channel uint8"), "per_channel_uint16": by.get("per-channel uint16"),
+            "uint8": by.get("uint8"), "uint16": by.get("uint16"), "keep": by.get("float32")}
+
+
+class _Search:
+    def __init__(self, src: Path, samples, run: Runner, work: Path, equalize: bool):
+        self.src, self.samples, self.run, self.work, self.equalize = src, samples, run, work, equalize
+        self.evaluations = 0
+        model, _, view = open_graph(src)
+        specs = {s.name: s for s in model.specs}
+        layers, _ = eligible_layers(view, specs)
+        self.kinds = {n: ("filter" if n in layers else "other") for n, s in specs.items()
+                      if s.dtype == "float32" and s.size > 1}
+        self.sizes = {n: specs[n].size for n in self.kinds}
+        (self.reference,) = self.run([src], samples)
+
+    def write(self, choice: Dict[str, str], tag: str) -> Path:
+        out = self.work / tag
+        quantize_graph_model(self.src, out, equalize=self.equalize, **_flags(choice))
+        return out
+
+    def cosines(self, choices: List[Dict[str, str]], tag: str) -> List[float]:
+        """Worst cosine of each choice, written and run BATCH models at a time."""
+        out = []
+        for b in range(0, len(choices), BATCH):
+            folders = [self.write(c, f"{tag}{b + i}") for i, c in enumerate(choices[b:b + BATCH])]
+            self.evaluations += len(folders)
+            out += [worst_cosine(r, self.reference) for r in self.run(folders, self.samples)]
+            for f in folders:
+                shutil.rmtree(f, ignore_errors=True)
+        return out
+
+    def level(self, levels: Dict[str, int]) -> Dict[str, str]:
+        return {n: LADDER[self.kinds[n]][levels.get(n, 0)] for n in self.kinds}
+
+    def bytes(self, choice: Dict[str, str]) -> int:
+        return sum(self.sizes[n] * BYTES[c] for n, c in choice.items())
+
+
+def search_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike],
+                       samples: Sequence[Dict[str, np.ndarray]], run: Runner, *, min_cosine: float = 0.999,
+                       equalize: bool = False, force: bool = False) -> MixedResult:
+    """Write the smallest model found that keeps the worst cosine to the float model >= min_cosine
+    over `samples` (inputs by name) as `run` computes it: run(folders, samples) -> per folder, per
+    sample, the float outputs. Per weight: per-channel uint8 / uint16 for filters, uint8 / uint16 for
+    other float32 weights, or float32."""
+    start = time.perf_counter()
+    src, out = Path(src), Path(out_dir)
+    if out.exists() and not force:
+        raise OutputError(f"{out}: already exists (use --force / force=True to replace it)")
+    parent = out.parent if str(out.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.qshard-mixed-", dir=parent) as tmp:
+        s = _Search(src, samples, run, Path(tmp), equalize)
+        base = s.level({})
+        (cos,) = s.cosines([base], "base")
+        result = MixedResult(base, cos, s.bytes(base), s.bytes({n: "uint8" for n in s.kinds}), 0, 0.0)
+        if cos < min_cosine:
+            alone = [{**{m: "float32" for m in s.kinds}, n: base[n]} for n in s.kinds]
+            result.damage = dict(zip(s.kinds, (1.0 - c for c in s.cosines(alone, "alone"))))
+            cost = {n: s.sizes[n] * (BYTES[LADDER[s.kinds[n]][1]] - BYTES[base[n]]) for n in s.kinds}
+            result.ranking = sorted(s.kinds, key=lambda n: -result.damage[n] / max(cost[n], 1))
+            result.choice, cos = _widen(s, result.ranking, min_cosine)
+        result.cosine, result.bytes, result.met = cos, s.bytes(result.choice), cos >= min_cosine
+        result.evaluations = s.evaluations
+    result.report = quantize_graph_model(src, out, equalize=equalize, force=force, **_flags(result.choice))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _widen(s: _Search, ranking: List[str], min_cosine: float):
+    """The shortest prefix of the ranking that keeps the budget when widened one level (the rest at
+    the smallest), else two levels (the rest one level wider), found by bisection; if even the whole
+    ranking at float32 misses, that (the float model's own weights)."""
+    for level in (1, 2):
+        def choice(k: int, level=level) -> Dict[str, str]:
+            return s.level({n: level if i < k else level - 1 for i, n in enumerate(ranking)})
+        lo, hi = 0, len(ranking)
+        (best,) = s.cosines([choice(hi)], f"l{level}-all")
+        if best < min_cosine:
+            continue
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            (c,) = s.cosines([choice(mid)], f"l{level}-{mid}")
+            if c >= min_cosine:
+                hi, best = mid, c
+            else:
+                lo = mid
+        return choice(hi), best
+    return choice(len(ranking)), best
