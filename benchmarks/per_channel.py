@@ -16,10 +16,12 @@ below is written with qshard, loaded by stock tfjs and run on scikit-learn's two
   eq-pc          equalization, then as pc
 
 Per variant: the worst cosine to the float model over every float output and both photos, weight
-bytes as a ratio to all-uint8, and predict time as a ratio to the float model (median over
---repeat rounds in which each variant predicts once, so load changes hit all alike). --js-dir names a
-folder whose node_modules has @tensorflow/tfjs 4.22 (and @tensorflow/tfjs-backend-wasm 4.22 for
---backend wasm); default tests/js.
+bytes as a ratio to all-uint8, and predict time as a ratio to the float model: the fastest of
+--repeat rounds in which each variant predicts once (the run least disturbed by other work on the
+machine; the JSON also has the medians). --mixed COS adds the smallest mix that keeps the worst
+cosine >= COS on the photos (qshard.graph.mixed, every candidate run in tfjs): its cosine, size,
+time, evaluations and wall time. --js-dir names a folder whose node_modules has @tensorflow/tfjs
+4.22 (and @tensorflow/tfjs-backend-wasm 4.22 for --backend wasm); default tests/js.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from support import graph_runner  # noqa: E402
 
 from qshard.errors import QshardError  # noqa: E402
+from qshard.graph.mixed import search_graph_model  # noqa: E402
 from qshard.graph.per_channel_model import quantize_graph_model  # noqa: E402
 from qshard.tfjs import quantize_model  # noqa: E402
 
@@ -109,8 +112,16 @@ def bench_model(model_json: Path, work: Path, args) -> dict:
                           "recomputed": report.elements_recomputed, "equalized": report.equalized}
         folders[name] = work / name
         info.setdefault(name, {})["seconds"] = time.perf_counter() - start
+    samples = [{spec[0]: x} for x in photos(spec[1])]
+    if args.mixed:
+        start = time.perf_counter()
+        found = search_graph_model(src, work / "mixed", samples, graph_runner.runner(js_dir=args.js_dir),
+                                   min_cosine=args.mixed)
+        folders["mixed"] = work / "mixed"
+        info["mixed"] = {"evaluations": found.evaluations, "seconds": time.perf_counter() - start, "met": found.met,
+                         "widened": sum(c not in ("per-channel uint8", "uint8") for c in found.choice.values())}
     cos = {v: 1.0 for v in folders}
-    times = {}
+    times, medians = {}, {}
     for i, x in enumerate(photos(spec[1])):
         runs = graph_runner.predict(list(folders.values()), {spec[0]: x}, backend=args.backend,
                                     repeat=args.repeat if i == 0 else 0, js_dir=args.js_dir)
@@ -118,16 +129,19 @@ def bench_model(model_json: Path, work: Path, args) -> dict:
         for v, r in zip(folders, runs):
             for a, b in zip(r["outputs"], base):
                 cos[v] = min(cos[v], cosine(a, b))
-            if i == 0:
-                times[v] = float(np.median(r["times_ms"]))
+            if i == 0 and r["times_ms"]:
+                times[v], medians[v] = float(np.min(r["times_ms"])), float(np.median(r["times_ms"]))
     u8 = weight_bytes(folders["uint8"])
+    times = times or {v: float("nan") for v in folders}
+    medians = medians or times
     return {"model": model_json.stem, "float_ms": times["float"], "float_bytes": weight_bytes(src),
             "variants": {v: {"cosine": cos[v], "size": weight_bytes(folders[v]) / u8, "time": times[v] / times["float"],
-                             **info.get(v, {})} for v in folders if v != "float"}}
+                             "median_time": medians[v] / medians["float"], **info.get(v, {})}
+                         for v in folders if v != "float"}}
 
 
 def table(rows) -> str:
-    names = list(VARIANTS)
+    names = list(VARIANTS) + (["mixed"] if any("mixed" in r.get("variants", {}) for r in rows) else [])
     head = "| model | float ms | " + " | ".join(f"{v} cos / size / time" for v in names) + " |"
     lines = [head, "|" + "---|" * (2 + len(names))]
     for r in rows:
@@ -135,6 +149,7 @@ def table(rows) -> str:
             lines.append(f"| {r['model']} | {r.get('skipped') or r.get('error')} |")
             continue
         cells = [f"{r['variants'][v]['cosine']:.4f} / {r['variants'][v]['size']:.2f}x / {r['variants'][v]['time']:.2f}x"
+                 + (f" ({r['variants'][v]['evaluations']} runs, {r['variants'][v]['seconds']:.0f} s)" if v == "mixed" else "")
                  for v in names]
         lines.append(f"| {r['model']} | {r['float_ms']:.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -148,6 +163,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=15, help="timed rounds per model (0: no timing)")
     parser.add_argument("--js-dir", type=Path, default=None, help="folder with node_modules/@tensorflow/tfjs")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--mixed", type=float, metavar="COS", help="also search the smallest mix keeping this cosine")
     args = parser.parse_args()
     files = sorted(f for f in args.models_dir.glob("*.json") if f.name != "weights_manifest.json")
     if args.models:

@@ -201,7 +201,7 @@ def rewrite_layers(view: GraphView, values: Dict[str, np.ndarray], choices: Dict
             apply_move(move, values, codes.scale, scale_producer=False)
             divided = ((layer.bias,) if layer.bias else ()) + tuple(n for n, _ in move.addends)
             done.append(LayerRewrite(layer, codes, "absorbed", tuple(r.weight for r, _ in move.readers), divided))
-        elif _output_side(layer, codes, absorb, output_elements):
+        elif (layer.bias is None or view.single_use(layer.bias)) and _output_side(layer, codes, absorb, output_elements):
             values[layer.weight] = codes.centered()
             apply_move(Move(layer), values, codes.scale, scale_producer=False)
             done.append(LayerRewrite(layer, codes, "output", divided=(layer.bias,) if layer.bias else (),
