@@ -61,7 +61,7 @@ class ShapeInference:
         for name in view.topological():
             try:
                 self.shapes[name] = self._infer(view.nodes[name])
-            except (ValueError, TypeError, IndexError, KeyError):
+            except (ValueError, TypeError, IndexError, KeyError, AttributeError, ZeroDivisionError):  # an op it cannot follow
                 self.shapes[name] = None
 
     def elements(self, name: str) -> Optional[int]:
