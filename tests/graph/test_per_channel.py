@@ -30,6 +30,7 @@ VARIANTS = {
     "per-channel": {"per_channel": True},
     "per-channel-weight-side": {"per_channel": True, "absorb": False},
     "per-channel+uint8": {"per_channel": True, "uint8": True},
+    "per-channel-fold-all": {"per_channel": True, "max_growth": float("inf")},
     "per-channel-asymmetric": {"per_channel": True, "asymmetric": True},
     "per-channel-uint16": {"per_channel_uint16": True},
     "equalized-uint8": {"uint8": True, "equalize": True},
@@ -132,6 +133,19 @@ def test_scales_move_into_the_next_layer_where_it_loses_little(runs):
     assert report.widened == [("conv1/bias", "uint8", "float16"), ("head/bias", "uint8", "float16")]
     specs = {s.name: s.stored_dtype for s in tfjs.WebModel(folder).specs}
     assert specs["conv1/bias"] == "float16" and specs["pw/bias"] == "uint8" and specs["head/bias"] == "float16"
+
+
+def test_scales_travel_through_flatten_and_global_pooling(runs):
+    """Folding wherever the graph allows: the backbone's 12 channel scales reach the class and box
+    convs and, tiled 16 times through a flatten to 192, the pose matmul's input rows; the matmul
+    head's conv scales pass global average pooling (Mean over H, W) into fc1."""
+    report = runs["detection_head"]["variants"]["per-channel-fold-all"][1]
+    backbone = [r for r in report.per_channel if r.layer.weight == "backbone/weights"][0]
+    assert backbone.placement == "absorbed"
+    assert set(backbone.readers) == {"cls/weights", "box/weights", "pose/weights"}
+    report = runs["matmul_head"]["variants"]["per-channel-fold-all"][1]
+    assert [(r.layer.weight, r.placement) for r in report.per_channel][:2] == [("conv/weights", "absorbed"),
+                                                                               ("fc1/weights", "absorbed")]
 
 
 def test_per_channel_codes_decode_exactly_and_scales_use_trailing_axes(runs):

@@ -156,12 +156,14 @@ def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pa
                          asymmetric: patterns.Patterns = None, uint8: patterns.Patterns = None,
                          uint16: patterns.Patterns = None, float16: patterns.Patterns = None,
                          keep: patterns.Patterns = None, equalize: bool = False, absorb: bool = True,
-                         shard_size: int = DEFAULT_SHARD_SIZE, force: bool = False) -> GraphQuantizeReport:
+                         max_growth: float = 2.0, shard_size: int = DEFAULT_SHARD_SIZE,
+                         force: bool = False) -> GraphQuantizeReport:
     """Quantize a tfjs graph model: conv / depthwise / matmul filters matched by `per_channel`
     (uint8) or `per_channel_uint16` per output channel (symmetric, or asymmetric with an integer zero
     point where `asymmetric` matches), other weights per tensor as in quantize_model;
     `equalize` applies cross-layer equalization first, `absorb` moves per-channel scales into the
-    layers that read them where the graph allows (no op added)."""
+    layers that read them where the graph allows (no op added) and the readers' quantization error
+    grows at most `max_growth` times (inf: wherever the graph allows), or onto a smaller output."""
     check_shard_size(shard_size)
     model, doc, view = open_graph(src)
     specs = {s.name: s for s in model.specs}
@@ -183,7 +185,7 @@ def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pa
         report.equalized = len(equalize_layers(view, values, list(layers.values())))
     shapes = ShapeInference(view, values)
     report.per_channel = rewrite_layers(view, values, choices, reader_choice, absorb, report.not_per_channel,
-                                        output_elements=shapes.elements)
+                                        max_growth=max_growth, output_elements=shapes.elements)
     for rewrite in report.per_channel:
         for name in rewrite.divided:  # b / scale spans the scales' range: no per-tensor grid holds it
             asked = targets.get(name, specs[name].stored_dtype)
