@@ -12,15 +12,15 @@ below is written with qshard, loaded by stock tfjs and run on scikit-learn's two
   pc             conv / depthwise / matmul filters per-channel uint8 (scales absorbed where the
                  graph allows, else Mul(codes, scale)), every other float32 weight uint8
   pc-weight      the same with every scale applied by Mul(codes, scale) (no absorption)
+  pc-f16         filters as pc, every other float32 weight (biases, prelu slopes...) float16
   eq-uint8       cross-layer equalization, then every weight per tensor uint8
-  eq-pc          equalization, then as pc
 
 Per variant: the worst cosine to the float model over every float output and both photos, weight
 bytes as a ratio to all-uint8, and predict time as a ratio to the float model: the fastest of
 --repeat rounds in which each variant predicts once (the run least disturbed by other work on the
 machine; the JSON also has the medians). --mixed COS adds the smallest mix that keeps the worst
-cosine >= COS on the photos (qshard.graph.mixed, every candidate run in tfjs): its cosine, size,
-time, evaluations and wall time. --js-dir names a folder whose node_modules has @tensorflow/tfjs
+cosine >= COS on the photos (qshard.graph.mixed, every candidate run in tfjs, on --search-backend):
+its cosine, size, time (all measured on --backend), evaluations and wall time. --js-dir names a folder whose node_modules has @tensorflow/tfjs
 4.22 (and @tensorflow/tfjs-backend-wasm 4.22 for --backend wasm); default tests/js.
 """
 from __future__ import annotations
@@ -48,8 +48,8 @@ VARIANTS = {
     "uint8": None,
     "pc": {"per_channel": True, "uint8": True},
     "pc-weight": {"per_channel": True, "uint8": True, "absorb": False},
+    "pc-f16": {"per_channel": True, "float16": True},
     "eq-uint8": {"uint8": True, "equalize": True},
-    "eq-pc": {"per_channel": True, "uint8": True, "equalize": True},
 }
 
 
@@ -115,7 +115,8 @@ def bench_model(model_json: Path, work: Path, args) -> dict:
     samples = [{spec[0]: x} for x in photos(spec[1])]
     if args.mixed:
         start = time.perf_counter()
-        found = search_graph_model(src, work / "mixed", samples, graph_runner.runner(js_dir=args.js_dir),
+        found = search_graph_model(src, work / "mixed", samples,
+                                   graph_runner.runner(js_dir=args.js_dir, backend=args.search_backend or args.backend),
                                    min_cosine=args.mixed)
         folders["mixed"] = work / "mixed"
         info["mixed"] = {"evaluations": found.evaluations, "seconds": time.perf_counter() - start, "met": found.met,
@@ -164,6 +165,9 @@ def main() -> int:
     parser.add_argument("--js-dir", type=Path, default=None, help="folder with node_modules/@tensorflow/tfjs")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--mixed", type=float, metavar="COS", help="also search the smallest mix keeping this cosine")
+    parser.add_argument("--search-backend", choices=["cpu", "wasm"],
+                        help="backend the --mixed search runs its candidates on (default --backend; its result "
+                             "is then measured on --backend like every variant)")
     args = parser.parse_args()
     files = sorted(f for f in args.models_dir.glob("*.json") if f.name != "weights_manifest.json")
     if args.models:
