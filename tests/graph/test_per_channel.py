@@ -1,5 +1,5 @@
 """Per-channel quantization of graph models (qshard.graph.per_channel_model), run in stock tfjs 4.22
-under Node (tests/js/predict_graph_pc.js) and checked against TensorFlow's kernels running the
+under Node (qshard.accuracy.tfjs_runner) and checked against TensorFlow's kernels running the
 rewritten graph on the weights as qshard decodes them (support/tf_reference.py). The made-up models
 (support/pc_graphs.py) reproduce the failures seen on published models: batch norm folded into
 filters (channels 1000x apart), mostly zero filters, depthwise convs, a matmul head and a
@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import qshard
 from qshard import tfjs
 from qshard.errors import OutputError, PatternError, QshardError
 from qshard.example import write_example
-from qshard.graph.channels import GraphView
+from qshard.graph.channels import GraphView, Layer
+from qshard.graph.per_channel import Choice, quantize_channels
 from qshard.graph.per_channel_model import graph_outputs, quantize_graph_model
 from qshard.graph.shapes import ShapeInference
-from support import graph_runner
+from qshard.accuracy.tfjs_runner import TfjsRunner
 from support.pc_graphs import MODELS, inputs_for
 from support.tf_reference import tensorflow_or_skip, evaluate, run_graph
 
@@ -44,11 +46,23 @@ def tf():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, node):
-    """model -> {"inputs", "src", "variants": {variant: (folder, report, node outputs)}}; every
-    model and variant runs in one node process."""
+def runner(node):
+    with TfjsRunner("cpu") as r:
+        yield r
+
+
+def predict(runner, folder, inputs):
+    """The model's outputs in tfjs for one sample (inputs with the model's full shapes), in order."""
+    outputs = runner.run(folder, [inputs]).outputs
+    runner.unload(folder)
+    return [v[0] for v in outputs.values()]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, runner):
+    """model -> {"inputs", "src", "variants": {variant: (folder, report, tfjs outputs)}}."""
     root = tmp_path_factory.mktemp("per-channel")
-    out, jobs = {}, []
+    out = {}
     for name, build in MODELS.items():
         src = build(root / name, np.random.default_rng(7))
         inputs = inputs_for(src, np.random.default_rng(3))
@@ -56,10 +70,7 @@ def runs(tmp_path_factory, node):
         for variant, how in VARIANTS.items():
             report = None if how is None else quantize_graph_model(src, root / f"{name}-{variant}", **how)
             folder = src if how is None else report.out_dir
-            jobs.append((name, variant, folder, report))
-    results = graph_runner.predict_each([(folder, out[name]["inputs"]) for name, _, folder, _ in jobs])
-    for (name, variant, folder, report), result in zip(jobs, results):
-        out[name]["variants"][variant] = (folder, report, result["outputs"])
+            out[name]["variants"][variant] = (folder, report, predict(runner, folder, inputs))
     return out
 
 
@@ -149,17 +160,39 @@ def test_scales_travel_through_flatten_and_global_pooling(runs):
 
 
 def test_per_channel_codes_decode_exactly_and_scales_use_trailing_axes(runs):
+    """Codes are stored with min = -z (the tensor's zero point) and scale 1: tfjs decodes integers in
+    [-z, 255 - z], and the grid is used to one end or the other by some channel."""
     folder, report, _ = runs["depthwise_stack"]["variants"]["per-channel"]
     specs = {s.name: s for s in tfjs.WebModel(folder).specs}
     weights = tfjs.read_weights(folder)
     for r in report.per_channel:
-        code_name = r.layer.weight if r.placement == "absorbed" else f"{r.layer.weight}/pc_codes"
-        q = specs[code_name].quantization
-        assert (q.dtype, q.min, q.scale) == ("uint8", -128.0, 1.0)
-        assert np.array_equal(weights[code_name], np.rint(weights[code_name]))
-        assert np.abs(weights[code_name]).max() == 127
+        code_name = r.layer.weight if r.placement != "weight" else f"{r.layer.weight}/pc_codes"
+        q, z, decoded = specs[code_name].quantization, r.codes.offset, weights[code_name]
+        assert (q.dtype, q.min, q.scale) == ("uint8", -float(z), 1.0) and 0 < z < 255
+        assert np.array_equal(decoded, np.rint(decoded))
+        assert decoded.min() >= -z and decoded.max() <= 255 - z
+        assert decoded.min() == -z or decoded.max() == 255 - z
     assert weights["dw1/weights/pc_scale"].shape == (4, 2)  # [in, multiplier]: a depthwise filter's channels
     assert weights["pw/weights/pc_scale"].shape == (6,)
+
+
+@pytest.mark.parametrize("skew", [0.0, 0.5, 2.0])
+def test_one_zero_point_per_filter_fits_each_channel(skew):
+    """Channels 100x apart, centred or skewed: each channel's error relative to its own range is
+    about what uint8 gives a lone tensor (1/255 of the range per step), far below per-tensor uint8's
+    on the small channels; zeros stay exact."""
+    rng = np.random.default_rng(3)
+    w = (rng.normal(skew, 1.0, (3, 3, 8, 16)) * 10.0 ** rng.uniform(-2, 0, 16)).astype(np.float32)
+    w[0, 0, 0, :] = 0.0
+    layer = Layer("conv", "Conv2D", "conv/weights", 0)
+    codes = quantize_channels(layer, w, Choice("uint8"))
+    span = np.maximum(w.max(axis=(0, 1, 2)), 0) - np.minimum(w.min(axis=(0, 1, 2)), 0)
+    assert np.all(codes.scale / span < 1.6 / 255)  # at worst ~160 of the 256 levels for a skewed channel
+    tensor_codes, params = qshard.quantize(w, "uint8")
+    per_tensor = qshard.dequantize(tensor_codes, params)
+    worst = lambda v: (np.abs(v - w).max(axis=(0, 1, 2)) / span).max()  # noqa: E731
+    assert worst(codes.values()) <= 0.8 / 255 and worst(per_tensor) > 10 / 255
+    assert np.array_equal(codes.values()[0, 0, 0], np.zeros(16))
 
 
 def test_asymmetric_codes_keep_exact_zeros(runs):
@@ -180,7 +213,7 @@ def test_asymmetric_codes_keep_exact_zeros(runs):
     assert rel.max() <= 1 / 255 + 1e-6  # half a step of a per-channel 255-step grid, at most
 
 
-def test_equalization_alone_keeps_the_function(tmp_path, node, tf):
+def test_equalization_alone_keeps_the_function(tmp_path, runner, tf):
     src = MODELS["folded_batch_norm"](tmp_path / "src", np.random.default_rng(2))
     report = quantize_graph_model(src, tmp_path / "eq", equalize=True)
     assert report.equalized == 3 and not report.per_channel and not report.per_tensor
@@ -188,9 +221,8 @@ def test_equalization_alone_keeps_the_function(tmp_path, node, tf):
     ratio = lambda w: np.abs(w).max(axis=(0, 1, 2)).max() / np.abs(w).max(axis=(0, 1, 2)).min()  # noqa: E731
     assert ratio(after["conv1/weights"]) < ratio(before["conv1/weights"]) / 10
     x = inputs_for(src, np.random.default_rng(0))
-    a, b = graph_runner.predict([src, tmp_path / "eq"], x)
-    scale = np.abs(a["outputs"][0]).max()
-    assert np.abs(a["outputs"][0] - b["outputs"][0]).max() <= TOLERANCE * scale
+    (a,), (b,) = predict(runner, src, x), predict(runner, tmp_path / "eq", x)
+    assert np.abs(a - b).max() <= TOLERANCE * np.abs(a).max()
 
 
 def test_mixed_choice_quantizes_each_weight_as_asked(runs):

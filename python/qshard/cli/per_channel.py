@@ -21,7 +21,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--per-channel-uint16", nargs="*", metavar="PAT",
                        help="filters to store as per-channel uint16 (no pattern: every filter it handles)")
     group.add_argument("--asymmetric", nargs="*", metavar="PAT",
-                       help="per-channel filters to give an integer zero point per channel (no pattern: all)")
+                       help="per-channel filters to give each channel its own integer zero point, at the cost of "
+                            "a Sub op per predict (no pattern: all; default: one zero point per filter)")
     group.add_argument("--equalize", action="store_true",
                        help="cross-layer equalization first (rescales pairs of layers; the function is unchanged)")
     group.add_argument("--scale-on-weights", action="store_true",

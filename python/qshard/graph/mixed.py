@@ -1,7 +1,8 @@
 """The smallest graph model that keeps a fidelity budget on sample inputs: per weight, a choice among
 per-channel uint8 / uint16 (conv, depthwise and matmul filters), per-tensor uint8 / uint16 (other
-float32 weights) and float32, judged by the worst cosine over every float output and sample of the
-model as stock tfjs runs it (the caller's `run`).
+float32 weights) and float32, judged by the worst-sample cosine to the float model's outputs
+(qshard.accuracy.fidelity: raw float outputs; decoded detections only when there are no others) of
+the model as stock tfjs runs it (qshard.accuracy.tfjs_runner, in Node).
 
 1. Everything at its smallest (per-channel uint8 for filters, uint8 for the rest). Done if it holds.
 2. Sensitivity, measured: for each weight, the float model with only that weight at its smallest;
@@ -10,7 +11,7 @@ model as stock tfjs runs it (the caller's `run`).
 3. Widen a prefix of the ranking (uint16-class first, then float32), the shortest prefix that keeps
    the budget found by bisection (a longer prefix never hurts fidelity in practice; the result is
    checked, not assumed).
-Every candidate is written as a real model and run by `run`; the answer is one of them.
+Every candidate is written as a real model and run in tfjs; the answer is one of them.
 """
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Union
 
-import numpy as np
-
+from qshard.accuracy import fidelity
+from qshard.accuracy.graph_outputs import decoded_outputs
+from qshard.accuracy.tfjs_runner import TfjsRunner
+from qshard.accuracy.web_data import Samples
 from qshard.errors import OutputError
 from qshard.graph.per_channel_model import GraphQuantizeReport, eligible_layers, open_graph, quantize_graph_model
 
@@ -32,9 +35,6 @@ from qshard.graph.per_channel_model import GraphQuantizeReport, eligible_layers,
 LADDER = {"filter": ("per-channel uint8", "per-channel uint16", "float32"),
           "other": ("uint8", "uint16", "float32")}
 BYTES = {"per-channel uint8": 1, "uint8": 1, "per-channel uint16": 2, "uint16": 2, "float32": 4}
-Outputs = List[List[np.ndarray]]  # per sample, the model's float outputs
-BATCH = 8  # candidate models written and run at a time
-Runner = Callable[[Sequence[Path], Sequence[Dict[str, np.ndarray]]], List[Outputs]]
 
 
 @dataclass
@@ -53,17 +53,6 @@ class MixedResult:
     met: bool = False
 
 
-def worst_cosine(got: Outputs, want: Outputs) -> float:
-    """The smallest cosine between matching float outputs over every sample."""
-    worst = 1.0
-    for outs, refs in zip(got, want):
-        for a, b in zip(outs, refs):
-            a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
-            na, nb = np.linalg.norm(a), np.linalg.norm(b)
-            worst = min(worst, 1.0 if na == nb == 0 else float(a @ b / (na * nb)) if na and nb else 0.0)
-    return worst
-
-
 def _flags(choice: Dict[str, str]) -> dict:
     by = {}
     for name, level in choice.items():
@@ -74,8 +63,8 @@ def _flags(choice: Dict[str, str]) -> dict:
 
 
 class _Search:
-    def __init__(self, src: Path, samples, run: Runner, work: Path, equalize: bool):
-        self.src, self.samples, self.run, self.work, self.equalize = src, samples, run, work, equalize
+    def __init__(self, src: Path, samples: Samples, runner: TfjsRunner, work: Path, equalize: bool, say):
+        self.src, self.samples, self.runner, self.work, self.equalize, self.say = src, samples, runner, work, equalize, say
         self.evaluations = 0
         model, _, view = open_graph(src)
         specs = {s.name: s for s in model.specs}
@@ -83,22 +72,24 @@ class _Search:
         self.kinds = {n: ("filter" if n in layers else "other") for n, s in specs.items()
                       if s.dtype == "float32" and s.size > 1}
         self.sizes = {n: specs[n].size for n in self.kinds}
-        (self.reference,) = self.run([src], samples)
-
-    def write(self, choice: Dict[str, str], tag: str) -> Path:
-        out = self.work / tag
-        quantize_graph_model(self.src, out, equalize=self.equalize, **_flags(choice))
-        return out
+        info = runner.load(src)
+        self.decoded = decoded_outputs(info.path, [o.key for o in info.outputs])
+        self.reference = runner.run(src, samples.inputs).outputs
+        runner.unload(src)
 
     def cosines(self, choices: List[Dict[str, str]], tag: str) -> List[float]:
-        """Worst cosine of each choice, written and run BATCH models at a time."""
+        """Worst-sample cosine of each choice, each written, run in tfjs and removed in turn."""
         out = []
-        for b in range(0, len(choices), BATCH):
-            folders = [self.write(c, f"{tag}{b + i}") for i, c in enumerate(choices[b:b + BATCH])]
-            self.evaluations += len(folders)
-            out += [worst_cosine(r, self.reference) for r in self.run(folders, self.samples)]
-            for f in folders:
-                shutil.rmtree(f, ignore_errors=True)
+        for i, choice in enumerate(choices):
+            self.say(f"{tag}: candidate {i + 1} of {len(choices)}")
+            folder = self.work / f"{tag}{i}"
+            quantize_graph_model(self.src, folder, equalize=self.equalize, **_flags(choice))
+            outputs = self.runner.run(folder, self.samples.inputs).outputs
+            self.runner.unload(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            self.evaluations += 1
+            cos = fidelity.compare(self.reference, outputs, self.decoded).worst_cosine
+            out.append(-1.0 if cos is None or cos != cos else cos)  # NaN (non-finite outputs): fails any budget
         return out
 
     def level(self, levels: Dict[str, int]) -> Dict[str, str]:
@@ -108,32 +99,40 @@ class _Search:
         return sum(self.sizes[n] * BYTES[c] for n, c in choice.items())
 
 
-def search_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike],
-                       samples: Sequence[Dict[str, np.ndarray]], run: Runner, *, min_cosine: float = 0.999,
-                       equalize: bool = False, force: bool = False) -> MixedResult:
-    """Write the smallest model found that keeps the worst cosine to the float model >= min_cosine
-    over `samples` (inputs by name) as `run` computes it: run(folders, samples) -> per folder, per
-    sample, the float outputs. Per weight: per-channel uint8 / uint16 for filters, uint8 / uint16 for
-    other float32 weights, or float32."""
+def search_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], samples: Samples, *,
+                       min_cosine: float = 0.999, runner: Optional[TfjsRunner] = None, backend: str = "cpu",
+                       equalize: bool = False, force: bool = False,
+                       progress: Optional[Callable[[str], None]] = None) -> MixedResult:
+    """Write the smallest model found whose worst-sample cosine to the float model, run in stock
+    tfjs on `samples`, is >= min_cosine; per weight: per-channel uint8 / uint16 for filters, uint8 /
+    uint16 for other float32 weights, or float32. `src` is a graph model folder whose weights are
+    the float reference (a model stored with quantized weights is compared with itself dequantized)."""
     start = time.perf_counter()
     src, out = Path(src), Path(out_dir)
     if out.exists() and not force:
         raise OutputError(f"{out}: already exists (use --force / force=True to replace it)")
+    say = progress or (lambda _text: None)
     parent = out.parent if str(out.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.qshard-mixed-", dir=parent) as tmp:
-        s = _Search(src, samples, run, Path(tmp), equalize)
-        base = s.level({})
-        (cos,) = s.cosines([base], "base")
-        result = MixedResult(base, cos, s.bytes(base), s.bytes({n: "uint8" for n in s.kinds}), 0, 0.0)
-        if cos < min_cosine:
-            alone = [{**{m: "float32" for m in s.kinds}, n: base[n]} for n in s.kinds]
-            result.damage = dict(zip(s.kinds, (1.0 - c for c in s.cosines(alone, "alone"))))
-            cost = {n: s.sizes[n] * (BYTES[LADDER[s.kinds[n]][1]] - BYTES[base[n]]) for n in s.kinds}
-            result.ranking = sorted(s.kinds, key=lambda n: -result.damage[n] / max(cost[n], 1))
-            result.choice, cos = _widen(s, result.ranking, min_cosine)
-        result.cosine, result.bytes, result.met = cos, s.bytes(result.choice), cos >= min_cosine
-        result.evaluations = s.evaluations
+    own = runner is None
+    runner = runner or TfjsRunner(backend)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".{out.name}.qshard-mixed-", dir=parent) as tmp:
+            s = _Search(src, samples, runner, Path(tmp), equalize, say)
+            base = s.level({})
+            (cos,) = s.cosines([base], "smallest")
+            result = MixedResult(base, cos, s.bytes(base), s.bytes({n: "uint8" for n in s.kinds}), 0, 0.0)
+            if cos < min_cosine:
+                alone = [{**{m: "float32" for m in s.kinds}, n: base[n]} for n in s.kinds]
+                result.damage = dict(zip(s.kinds, (1.0 - c for c in s.cosines(alone, "sensitivity"))))
+                cost = {n: s.sizes[n] * (BYTES[LADDER[s.kinds[n]][1]] - BYTES[base[n]]) for n in s.kinds}
+                result.ranking = sorted(s.kinds, key=lambda n: -result.damage[n] / max(cost[n], 1))
+                result.choice, cos = _widen(s, result.ranking, min_cosine)
+            result.cosine, result.bytes, result.met = cos, s.bytes(result.choice), cos >= min_cosine
+            result.evaluations = s.evaluations
+    finally:
+        if own:
+            runner.close()
     result.report = quantize_graph_model(src, out, equalize=equalize, force=force, **_flags(result.choice))
     result.seconds = time.perf_counter() - start
     return result

@@ -1,15 +1,20 @@
 """Per-channel weight codes for tfjs graph models, in a form stock tfjs loads.
 
 The tfjs manifest gives each weight one `min` and `scale`. A per-channel weight is stored as integer
-codes whose per-tensor decode is exact (`scale` 1, `min` -offset: tfjs computes
-Math.fround(code * 1 - offset), an integer), and the per-channel scale is applied by the graph:
+codes u whose per-tensor decode is exact: `scale` 1 and `min` -z, so tfjs computes
+Math.fround(u * 1 - z), the integer u - z. z is one integer zero point for the whole tensor, chosen
+so that the channels use as many of the qmax + 1 levels as one zero point allows (channel c's step
+is max(-min_c / z, max_c / (qmax - z)); z minimizes the sum of squared steps relative to each
+channel's range); zeros stay exact, and the weight is the codes times one scale per channel. Or (`channel_zero_points`) each channel has its own integer zero point
+zp[c] (a Sub(codes, zp) op at predict time, for channels skewed in different directions).
+The per-channel scale is applied by the graph:
 - "weight" placement: the weight's Const node becomes a node of the same name computing
-  Mul(codes, scale) (symmetric) or Mul(Sub(codes, zero_point), scale) (asymmetric, integer zero
-  point per channel, so exact zeros stay exact). tfjs recomputes it on every predict; the scale
+  Mul(codes, scale) or Mul(Sub(codes, zp), scale). tfjs recomputes it on every predict; the scale
   vector is shaped as the weight's trailing axes so tfjs's cpu backend multiplies in a flat loop.
+- "output" placement: the layer computes with the codes (bias b/s) and a Mul by the scale follows it.
 - "absorbed" placement: the scale is divided out of the layer (its bias becomes b/s) and multiplied
   into the input channels of every layer reading its output (see channels.Move): the weight node
-  stays a Const of codes (or Sub(codes, zero_point)), and no op is added at all.
+  stays a Const of codes (or Sub(codes, zp)), and no op is added at all.
 """
 from __future__ import annotations
 
@@ -20,18 +25,18 @@ import numpy as np
 
 from .channels import HOMOGENEOUS_FUSED, GraphView, Layer, Move
 
-QMAX_SYMMETRIC = {"uint8": 127, "uint16": 32767}
-OFFSET = {"uint8": 128, "uint16": 32768}
 QMAX = {"uint8": 255, "uint16": 65535}
+ZERO_POINT_CANDIDATES = 1025  # evenly spread over [0, qmax]: every uint8 zero point, a fine grid for uint16
 CODE_DTYPE = {"uint8": np.uint8, "uint16": np.uint16}
 
 
 @dataclass(frozen=True)
 class Choice:
-    """How one weight is quantized per channel: uint8 or uint16 codes, symmetric or asymmetric."""
+    """How one weight is quantized per channel: uint8 or uint16 codes, and whether each channel has
+    its own zero point (else one for the tensor)."""
 
     dtype: str = "uint8"
-    symmetric: bool = True
+    channel_zero_points: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,18 @@ def _floored(bound: np.ndarray) -> np.ndarray:
     return np.maximum(bound, bound.max(initial=0.0) * 2.0 ** -24)
 
 
+def shared_zero_point(lo: np.ndarray, hi: np.ndarray, qmax: int) -> int:
+    """The integer zero point z for channels spanning [lo_c <= 0, hi_c >= 0] that minimizes the sum
+    over channels of (step_c / span_c)^2, step_c = max(-lo_c / z, hi_c / (qmax - z)): each channel's
+    error relative to its own range (a step that cannot hold its channel is inf)."""
+    z = np.unique(np.rint(np.linspace(0, qmax, min(qmax + 1, ZERO_POINT_CANDIDATES))))[None, :]
+    span = (hi - lo)[:, None]
+    neg, pos = -lo[:, None] / np.where(span > 0, span, 1.0), hi[:, None] / np.where(span > 0, span, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.maximum(np.where(neg > 0, neg / z, 0.0), np.where(pos > 0, pos / (qmax - z), 0.0))
+    return int(z[0, np.argmin((step ** 2).sum(axis=0))])
+
+
 def quantize_channels(layer: Layer, w: np.ndarray, choice: Choice) -> ChannelCodes:
     """Per-output-channel codes of a float32 weight of `layer`."""
     w = np.asarray(w, np.float32)
@@ -74,24 +91,23 @@ def quantize_channels(layer: Layer, w: np.ndarray, choice: Choice) -> ChannelCod
         rows = np.zeros((rows.shape[0], 1))
     if not np.isfinite(rows).all():
         raise ValueError("holds NaN or Inf")
-    if choice.symmetric:
-        qmax = QMAX_SYMMETRIC[choice.dtype]
-        bound = _floored(np.abs(rows).max(axis=1))
-        scale = np.where(bound > 0, bound / qmax, 1.0).astype(np.float32)
-        s = scale.reshape(shape).astype(np.float64)
-        q = np.clip(np.rint(w / s), -qmax, qmax)
-        offset = OFFSET[choice.dtype]
-        return ChannelCodes(choice.dtype, (q + offset).astype(CODE_DTYPE[choice.dtype]), offset, scale.reshape(shape))
     qmax = QMAX[choice.dtype]
     lo = np.minimum(rows.min(axis=1), 0.0)
     hi = np.maximum(rows.max(axis=1), 0.0)
-    span = _floored(hi - lo)
-    scale = np.where(span > 0, span / qmax, 1.0).astype(np.float32)
-    s = scale.astype(np.float64)
-    zero = np.clip(np.rint(-lo / s), 0, qmax)
-    q = np.clip(np.rint(w / s.reshape(shape)) + zero.reshape(shape), 0, qmax)
-    return ChannelCodes(choice.dtype, q.astype(CODE_DTYPE[choice.dtype]), 0, scale.reshape(shape),
-                        zero.astype(np.float32).reshape(shape))
+    if choice.channel_zero_points:
+        span = _floored(hi - lo)
+        scale = np.where(span > 0, span / qmax, 1.0).astype(np.float32)
+        zero = np.clip(np.rint(-lo / scale.astype(np.float64)), 0, qmax).reshape(shape)
+        q = np.clip(np.rint(w / scale.reshape(shape).astype(np.float64)) + zero, 0, qmax)
+        return ChannelCodes(choice.dtype, q.astype(CODE_DTYPE[choice.dtype]), 0, scale.reshape(shape),
+                            zero.astype(np.float32))
+    z = shared_zero_point(lo, hi, qmax)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.maximum(np.where(lo < 0, -lo / z, 0.0), np.where(hi > 0, hi / (qmax - z), 0.0))
+    step = _floored(step)
+    scale = np.where(step > 0, step, 1.0).astype(np.float32).reshape(shape)
+    q = np.clip(np.rint(w / scale.astype(np.float64)) + z, 0, qmax)
+    return ChannelCodes(choice.dtype, q.astype(CODE_DTYPE[choice.dtype]), z, scale)
 
 
 @dataclass

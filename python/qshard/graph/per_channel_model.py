@@ -119,7 +119,7 @@ def plan_choices(names: List[str], layers: Dict[str, Layer], why: Dict[str, str]
         raise PatternError(f"weight {clash[0]!r} matches a per-channel and a per-tensor pattern; give it one")
     kept = set(patterns.explicitly_matched(names, keep))
     asym = _matched(names, asymmetric, layers) if asymmetric is not None else set()
-    choices = {n: Choice("uint16" if n in wide else "uint8", n not in asym)
+    choices = {n: Choice("uint16" if n in wide else "uint8", n in asym)
                for n in sorted(wide | narrow) if n in layers and n not in kept}
     targets = {n: d for n, d in patterns.resolve(names, uint8, uint16, float16, keep).items() if n not in choices}
     refused = [(n, why[n]) for n in sorted(wide | narrow) if n in why]
@@ -159,8 +159,8 @@ def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pa
                          max_growth: float = 2.0, shard_size: int = DEFAULT_SHARD_SIZE,
                          force: bool = False) -> GraphQuantizeReport:
     """Quantize a tfjs graph model: conv / depthwise / matmul filters matched by `per_channel`
-    (uint8) or `per_channel_uint16` per output channel (symmetric, or asymmetric with an integer zero
-    point where `asymmetric` matches), other weights per tensor as in quantize_model;
+    (uint8) or `per_channel_uint16` per output channel (one integer zero point for the tensor, or
+    one per channel where `asymmetric` matches), other weights per tensor as in quantize_model;
     `equalize` applies cross-layer equalization first, `absorb` moves per-channel scales into the
     layers that read them where the graph allows (no op added) and the readers' quantization error
     grows at most `max_growth` times (inf: wherever the graph allows), or onto a smaller output."""
