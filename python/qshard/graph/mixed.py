@@ -11,6 +11,8 @@ the model as stock tfjs runs it (qshard.accuracy.tfjs_runner, in Node).
 3. Widen a prefix of the ranking (uint16-class first, then float32), the shortest prefix that keeps
    the budget found by bisection (a longer prefix never hurts fidelity in practice; the result is
    checked, not assumed).
+4. Give back: each widened weight, most bytes first, one level narrower again if the budget still
+   holds (the ranking measured weights alone; together, some are not needed).
 Every candidate is written as a real model and run in tfjs; the answer is one of them.
 """
 from __future__ import annotations
@@ -67,6 +69,7 @@ class _Search:
         self.src, self.samples, self.runner, self.work, self.equalize, self.say = src, samples, runner, work, equalize, say
         self.evaluations = 0
         model, _, view = open_graph(src)
+        self.file_name = model.file.path.name  # model.json, or X.json as published
         specs = {s.name: s for s in model.specs}
         layers, _ = eligible_layers(view, specs)
         self.kinds = {n: ("filter" if n in layers else "other") for n, s in specs.items()
@@ -84,8 +87,8 @@ class _Search:
             self.say(f"{tag}: candidate {i + 1} of {len(choices)}")
             folder = self.work / f"{tag}{i}"
             quantize_graph_model(self.src, folder, equalize=self.equalize, **_flags(choice))
-            outputs = self.runner.run(folder, self.samples.inputs).outputs
-            self.runner.unload(folder)
+            outputs = self.runner.run(folder / self.file_name, self.samples.inputs).outputs
+            self.runner.unload(folder / self.file_name)
             shutil.rmtree(folder, ignore_errors=True)
             self.evaluations += 1
             cos = fidelity.compare(self.reference, outputs, self.decoded).worst_cosine
@@ -128,6 +131,8 @@ def search_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Path
                 cost = {n: s.sizes[n] * (BYTES[LADDER[s.kinds[n]][1]] - BYTES[base[n]]) for n in s.kinds}
                 result.ranking = sorted(s.kinds, key=lambda n: -result.damage[n] / max(cost[n], 1))
                 result.choice, cos = _widen(s, result.ranking, min_cosine)
+                if cos >= min_cosine:
+                    result.choice, cos = _give_back(s, result.choice, cos, min_cosine)
             result.cosine, result.bytes, result.met = cos, s.bytes(result.choice), cos >= min_cosine
             result.evaluations = s.evaluations
     finally:
@@ -158,3 +163,16 @@ def _widen(s: _Search, ranking: List[str], min_cosine: float):
                 lo = mid
         return choice(hi), best
     return choice(len(ranking)), best
+
+
+def _give_back(s: _Search, choice: Dict[str, str], cos: float, min_cosine: float):
+    """Narrow widened weights one level where the budget still holds, the largest saving first."""
+    level = {n: LADDER[s.kinds[n]].index(c) for n, c in choice.items()}
+    saving = {n: s.sizes[n] * (BYTES[choice[n]] - BYTES[LADDER[s.kinds[n]][level[n] - 1]])
+              for n in choice if level[n] > 0}
+    for n in sorted(saving, key=lambda n: -saving[n]):
+        trial = dict(choice, **{n: LADDER[s.kinds[n]][level[n] - 1]})
+        (c,) = s.cosines([trial], "give-back")
+        if c >= min_cosine:
+            choice, cos = trial, c
+    return choice, cos
