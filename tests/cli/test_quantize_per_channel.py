@@ -58,3 +58,12 @@ def test_weights_it_cannot_do_are_named(tmp_path):
     run = qshard("quantize", str(src), str(tmp_path / "o"), "--per-channel", "*", "--uint8")
     assert run.returncode == 0, run.stderr
     assert "not per channel (left to the other flags): 'backbone/bias' (is not the filter" in run.stderr
+
+
+def test_eval_shows_the_per_channel_variants(tmp_path, node):
+    src = MODELS["folded_batch_norm"](tmp_path / "src", np.random.default_rng(7))
+    run = qshard("eval", str(src), "--variants", "uint8,per-channel-uint8,per-channel-uint16", "--json", "--samples", "2")
+    assert run.returncode == 0, run.stderr
+    rows = {r["name"]: r for r in json.loads(run.stdout)["rows"]}
+    cos = {name: rows[name]["worst_cosine"] for name in rows}
+    assert cos["uint8"] < 0.99 < cos["per-channel-uint8"] < cos["per-channel-uint16"], cos
