@@ -249,7 +249,22 @@ def test_conflicting_patterns_are_refused(tmp_path):
         quantize_graph_model(src, tmp_path / "out", per_channel=["conv/*"], uint16=["conv/weights"])
     with pytest.raises(PatternError, match="both per-channel uint8 and uint16"):
         quantize_graph_model(src, tmp_path / "out", per_channel=["conv/*"], per_channel_uint16=["*"])
+    with pytest.raises(PatternError, match="only one of per-channel uint8 and uint16"):
+        quantize_graph_model(src, tmp_path / "out", per_channel=True, per_channel_uint16=[])
     assert list(tmp_path.iterdir()) == [tmp_path / "src"]
+
+
+def test_a_per_channel_flag_without_patterns_takes_the_filters_no_pattern_matched(tmp_path):
+    src = MODELS["matmul_head"](tmp_path / "src", np.random.default_rng(0))
+    report = quantize_graph_model(src, tmp_path / "out", per_channel=True, per_channel_uint16=["fc1/*"],
+                                  uint16=["fc2/weights"], keep=["conv/weights"], uint8=True)
+    assert {r.layer.weight: r.codes.dtype for r in report.per_channel} == {"fc1/weights": "uint16"}
+    assert {n: d for n, d in report.per_tensor.items() if n != "fc1/bias"} == {"fc2/weights": "uint16", "conv/bias": "uint8"}
+    (widened,) = report.widened  # fc1's scale went into its bias: a float, not the uint8 asked
+    assert widened[:2] == ("fc1/bias", "uint8") and widened[2] in ("float16", "float32")
+    report = quantize_graph_model(src, tmp_path / "out2", per_channel_uint16=True, per_channel=["conv/*"])
+    assert {r.layer.weight: r.codes.dtype for r in report.per_channel} == {
+        "conv/weights": "uint8", "fc1/weights": "uint16", "fc2/weights": "uint16"}
 
 
 def test_weights_that_cannot_be_per_channel_are_listed_and_left_to_the_other_flags(tmp_path):

@@ -96,20 +96,26 @@ def eligible_layers(view: GraphView, specs: Dict[str, mf.WeightSpec]) -> Tuple[D
     return layers, why
 
 
-def _matched(names, pats: patterns.Patterns, layers) -> Set[str]:
-    if pats is None or pats is False:
+def _bare(pats: patterns.Patterns) -> bool:
+    """A flag given without patterns: it takes every candidate no other pattern matched."""
+    return pats is True or (pats is not None and pats is not False and not isinstance(pats, str) and len(pats) == 0)
+
+
+def _matched(names, pats: patterns.Patterns) -> Set[str]:
+    if pats is None or pats is False or _bare(pats):
         return set()
-    if pats is True or (not isinstance(pats, str) and len(pats) == 0):
-        return set(layers)
     return {n for p in ([pats] if isinstance(pats, str) else pats) for n in fnmatch.filter(names, p)}
 
 
 def plan_choices(names: List[str], layers: Dict[str, Layer], why: Dict[str, str], per_channel, per_channel_uint16,
                  asymmetric, uint8, uint16, float16, keep) -> Tuple[Dict[str, Choice], Dict[str, str], List[Tuple[str, str]]]:
     """(per-channel choices, per-tensor targets, weights a per-channel pattern matched that cannot be
-    per-channel and why). A weight matched by a per-channel and a per-tensor pattern is an error."""
-    wide = _matched(names, per_channel_uint16, layers)
-    narrow = _matched(names, per_channel, layers)
+    per-channel and why). A weight matched by a per-channel and a per-tensor pattern is an error; a
+    per-channel flag without patterns takes every filter no other pattern (or --keep) matched."""
+    if _bare(per_channel) and _bare(per_channel_uint16):
+        raise PatternError("only one of per-channel uint8 and uint16 may be given without patterns "
+                           "(it takes every filter no pattern matched)")
+    wide, narrow = _matched(names, per_channel_uint16), _matched(names, per_channel)
     both = sorted(wide & narrow)
     if both:
         raise PatternError(f"weight {both[0]!r} matches both per-channel uint8 and uint16; give it one")
@@ -118,7 +124,10 @@ def plan_choices(names: List[str], layers: Dict[str, Layer], why: Dict[str, str]
     if clash:
         raise PatternError(f"weight {clash[0]!r} matches a per-channel and a per-tensor pattern; give it one")
     kept = set(patterns.explicitly_matched(names, keep))
-    asym = _matched(names, asymmetric, layers) if asymmetric is not None else set()
+    rest = set(layers) - wide - narrow - explicit - kept
+    wide |= rest if _bare(per_channel_uint16) else set()
+    narrow |= rest if _bare(per_channel) else set()
+    asym = set(layers) if _bare(asymmetric) else _matched(names, asymmetric)
     choices = {n: Choice("uint16" if n in wide else "uint8", n in asym)
                for n in sorted(wide | narrow) if n in layers and n not in kept}
     targets = {n: d for n, d in patterns.resolve(names, uint8, uint16, float16, keep).items() if n not in choices}
