@@ -20,7 +20,7 @@ from qshard.graph.per_channel import Choice, quantize_channels
 from qshard.graph.per_channel_model import graph_outputs, quantize_graph_model
 from qshard.graph.shapes import ShapeInference
 from qshard.accuracy.tfjs_runner import TfjsRunner
-from support.pc_graphs import MODELS, inputs_for
+from support.pc_graphs import MODELS, GraphBuilder, inputs_for
 from support.tf_reference import tensorflow_or_skip, evaluate, run_graph
 
 # Relative to the output's largest magnitude: float32 rounding differences between TensorFlow's and
@@ -231,6 +231,28 @@ def test_mixed_choice_quantizes_each_weight_as_asked(runs):
     assert {r.layer.weight for r in report.per_channel} == {"conv/weights", "fc1/weights"}
     assert specs["fc2/weights"].stored_dtype == "uint16"
     assert specs["fc1/bias"].stored_dtype == "float32" and specs["conv/bias"].stored_dtype == "float32"
+
+
+def test_weight_names_that_prefix_each_other_or_look_like_new_ones(tmp_path, runner, tf):
+    """Filters named "f" and "f/pc_codes" (the name the rewrite would give f's codes): each keeps its
+    own codes and scale, and tfjs computes what TensorFlow does on the rewritten graph."""
+    rng = np.random.default_rng(4)
+    b = GraphBuilder()
+    x = b.input("x", [1, 6, 6, 3])
+    conv = {"strides": {"list": {"i": ["1", "1", "1", "1"]}}, "dilations": {"list": {"i": ["1", "1", "1", "1"]}},
+            "padding": {"s": "U0FNRQ=="}, "data_format": {"s": "TkhXQw=="}}  # SAME, NHWC
+    b.const("f", rng.normal(0, 1, (3, 3, 3, 8)) * np.logspace(-2, 0, 8))
+    h = b.op("Conv2D", "c1", [x, "f"], **conv)
+    b.const("f/pc_codes", rng.normal(0, 1, (1, 1, 8, 4)))
+    h = b.op("Conv2D", "c2", [h, "f/pc_codes"], **conv)
+    src = b.write(tmp_path / "src", [h])
+    report = quantize_graph_model(src, tmp_path / "out", per_channel=True, absorb=False)
+    assert {r.layer.weight for r in report.per_channel} == {"f", "f/pc_codes"}
+    names = [s.name for s in tfjs.WebModel(tmp_path / "out").specs]
+    assert len(names) == len(set(names)) == 4 and "f/pc_codes/pc_codes" in names and "f/pc_codes_1" in names
+    inputs = inputs_for(src, rng)
+    (got,), (want,) = predict(runner, tmp_path / "out", inputs), run_graph(tmp_path / "out", inputs)
+    assert np.abs(got - want).max() <= TOLERANCE * np.abs(want).max()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -301,26 +301,36 @@ def output_nodes(rewrite: LayerRewrite, node: dict, taken) -> List[dict]:
     return [dict(node, name=inner), const_node(scale, (rewrite.codes.scale.size,)), binary_node(name, "Mul", inner, scale)]
 
 
-def rewrite_nodes(nodes: List[dict], rewrites: List[LayerRewrite]):
-    """The new node list (each rewritten weight's Const replaced in place, each output-side layer
-    followed by its Mul), the added float32 constants and the code tensors by name."""
+@dataclass
+class RewrittenGraph:
+    """The new node list and the weights it needs beyond the source's: float32 constants (scales,
+    zero points) and code tensors by name, each under the source weight it belongs to."""
+
+    nodes: List[dict]
+    consts: Dict[str, Dict[str, np.ndarray]]
+    codes: Dict[str, Dict[str, ChannelCodes]]
+
+
+def rewrite_nodes(nodes: List[dict], rewrites: List[LayerRewrite]) -> RewrittenGraph:
+    """The node list with each rewritten weight's Const replaced in place and each output-side
+    layer followed by its Mul."""
     by_weight = {r.layer.weight: r for r in rewrites}
     by_layer = {r.layer.node: r for r in rewrites if r.placement == "output"}
     taken = {n["name"] for n in nodes}
-    out, consts, codes = [], {}, {}
+    out = RewrittenGraph([], {r.layer.weight: {} for r in rewrites}, {r.layer.weight: {} for r in rewrites})
     for node in nodes:
         rewrite = by_weight.get(node["name"])
         if node["name"] in by_layer:
             rewrite = by_layer[node["name"]]
             new = output_nodes(rewrite, node, taken)
-            consts[new[1]["name"]] = rewrite.codes.scale.reshape(-1)
-            out.extend(new)
+            out.consts[rewrite.layer.weight][new[1]["name"]] = rewrite.codes.scale.reshape(-1)
+            out.nodes.extend(new)
             continue
         if rewrite is None or node["op"] != "Const":
-            out.append(node)
+            out.nodes.append(node)
             continue
         new, added, coded = weight_nodes(rewrite, taken)
-        out.extend(new or [node])
-        consts.update(added)
-        codes.update(coded)
-    return out, consts, codes
+        out.nodes.extend(new or [node])
+        out.consts[rewrite.layer.weight].update(added)
+        out.codes[rewrite.layer.weight].update(coded)
+    return out

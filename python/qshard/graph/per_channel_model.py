@@ -24,7 +24,8 @@ from qshard.formats.webmodel import WebModel, read_weights
 from qshard.formats.writer import DEFAULT_SHARD_SIZE, Item, Kept, atomic_folder, check_shard_size, whole, write_groups
 from qshard.graph.channels import GraphView, Layer
 from qshard.graph.equalize import equalize as equalize_layers
-from qshard.graph.per_channel import ChannelCodes, Choice, LayerRewrite, rewrite_layers, rewrite_nodes
+from qshard.graph.per_channel import (ChannelCodes, Choice, LayerRewrite, RewrittenGraph, rewrite_layers,
+                                     rewrite_nodes)
 from qshard.graph.shapes import ShapeInference
 
 NOT_GRAPH = "per-channel quantization needs a graph model (model.json with format graph-model)"
@@ -202,20 +203,20 @@ def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pa
             if asked != "float32" and (asked != "float16" or wider == "float32"):
                 targets[name] = wider
                 report.widened.append((name, asked, wider))
-    nodes, consts, codes = rewrite_nodes(view_nodes(doc), report.per_channel)
+    graph = rewrite_nodes(view_nodes(doc), report.per_channel)
     per_channel_names = {r.layer.weight for r in report.per_channel}
     for name in sorted(set(choices) - per_channel_names - {n for n, _ in report.not_per_channel}):
         report.not_per_channel.append((name, why.get(name) or "is read by more than one node"))
-    groups, added = [], _added_by_weight(consts, codes, report.per_channel)
+    groups = []
     for group in model.file.groups:
         row = []
         for spec in group.weights:
-            row.extend(_items(model, spec, values, original, targets, codes) + added.get(spec.name, []))
+            row.extend(_items(model, spec, values, original, targets, graph))
         groups.append(row)
     with atomic_folder(out_dir, force) as tmp:
         result, kept = write_groups(tmp, groups, shard_size, 0, None)
         document = dict(doc)
-        document["modelTopology"] = dict(doc["modelTopology"], node=nodes)
+        document["modelTopology"] = dict(doc["modelTopology"], node=graph.nodes)
         document["weightsManifest"] = mf.dump_manifest(result)
         (tmp / model.file.path.name).write_bytes(mf.dumps(document).encode())
     report.kept = kept
@@ -225,25 +226,14 @@ def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pa
     return report
 
 
-def _added_by_weight(consts: Dict[str, np.ndarray], codes: Dict[str, ChannelCodes],
-                     rewrites: List[LayerRewrite]) -> Dict[str, List[Item]]:
-    """The new weights (codes of weight-side forms, scales, zero points), by the weight they belong to."""
-    out: Dict[str, List[Item]] = {}
-    for r in rewrites:
-        prefix = r.layer.weight + "/"
-        mine = [_code_item(n, c) for n, c in codes.items() if n.startswith(prefix)]
-        mine += [_value_item(n, v, None) for n, v in consts.items() if n.startswith(prefix)]
-        out[r.layer.weight] = mine
-    return out
-
-
-def _items(model: WebModel, spec: mf.WeightSpec, values, original, targets, codes) -> List[Item]:
-    """The Item that writes one source weight (none for a weight-side form's Const, now a node)."""
+def _items(model: WebModel, spec: mf.WeightSpec, values, original, targets, graph: RewrittenGraph) -> List[Item]:
+    """The Items that write one source weight: itself (as codes, as stored, or from its new values),
+    unless its Const became a node, and the constants and codes its rewrite added."""
     name = spec.name
-    if name in codes:
-        return [_code_item(name, codes[name])]
-    if any(n.startswith(name + "/pc_") for n in codes):
-        return []  # its Const became Mul(codes, scale): the codes are written instead
+    added = [_code_item(n, c) for n, c in graph.codes.get(name, {}).items()]
+    added += [_value_item(n, v, None) for n, v in graph.consts.get(name, {}).items()]
+    if name in graph.codes:  # rewritten: its codes (under its own name while its Const stays) and constants
+        return added
     target = targets.get(name)
     unchanged = values[name] is original[name]
     if target is None and unchanged or spec.dtype != "float32":
