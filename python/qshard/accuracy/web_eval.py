@@ -53,6 +53,18 @@ VARIANTS: Dict[str, Variant] = {
 DEFAULT_VARIANTS = tuple(VARIANTS)
 
 
+def _per_channel(**how) -> Variant:
+    def write(src: Path, out: Path) -> None:
+        from ..graph.per_channel_model import quantize_graph_model  # graph.mixed imports this module
+        quantize_graph_model(src, out, **how)
+    return write
+
+
+# Graph models only (not in the default list): filters per channel, every other weight per tensor.
+VARIANTS.update({"per-channel-uint8": _per_channel(per_channel=True, uint8=True),
+                 "per-channel-uint16": _per_channel(per_channel_uint16=True, uint16=True)})
+
+
 @dataclass
 class VariantResult:
     """One row of the table."""

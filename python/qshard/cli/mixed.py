@@ -4,11 +4,16 @@ from __future__ import annotations
 import json
 import sys
 
+from qshard.cli import eval_web, mixed_web
 from qshard.cli.common import progress
 from qshard.cli.eval import load_keras_model
 
 
 def run(args) -> int:
+    if eval_web.is_web_model(args.model):
+        return mixed_web.run(args)
+    if not args.data:
+        raise ValueError("a Keras model needs --data (an .npz with x and y)")
     from qshard.accuracy import evaluate
     from qshard.formats.outputs import check_new_folder
     from qshard.keras.convert import save_web_model
@@ -41,9 +46,10 @@ def register(commands) -> None:
                     "widen the most harmful (to uint16 or float16, float32 if needed) until the metric is within "
                     "the budget of float32's; then give back what is not needed. Writes the result as a tfjs layers model and says which weights "
                     "were kept wider and why, and how many model evaluations it took.")
-    parser.add_argument("model", metavar="MODEL", help="a Keras 3 .keras file")
-    parser.add_argument("output", metavar="OUT", help="the tfjs layers model to write (must not exist unless --force)")
-    parser.add_argument("--data", metavar="NPZ", required=True, help="labelled data: an .npz with x and y")
+    parser.add_argument("model", metavar="MODEL", help="a Keras 3 .keras file, or a tfjs graph model (see below)")
+    parser.add_argument("output", metavar="OUT", help="the tfjs model to write (must not exist unless --force)")
+    parser.add_argument("--data", metavar="NPZ", help="labelled data: an .npz with x and y (web models: samples, "
+                                                     "y optional)")
     parser.add_argument("--metric", choices=("accuracy", "mae"), default="accuracy", help="default accuracy")
     parser.add_argument("--budget", type=float, default=0.5,
                      help="at most this much worse than float32: accuracy points, or MAE (default 0.5)")
@@ -53,4 +59,5 @@ def register(commands) -> None:
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    mixed_web.add_arguments(parser)
     parser.set_defaults(run=run)

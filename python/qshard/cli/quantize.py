@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import sys
 
+from qshard.cli import per_channel
 from qshard.cli.common import PATTERN_NOTE, Bar, dtype_flags, say, test_pause
 from qshard.formats.sources import KINDS
 
 
 def run(args) -> int:
     from qshard.formats import webmodel as tfjs
+    if per_channel.asked(args):
+        return per_channel.run(args)
     if not any(getattr(args, d) is not None for d in ("uint8", "uint16", "float16")):
         print("qshard: warning: no --uint8/--uint16/--float16 given: the model is copied as it is",
               file=sys.stderr)
@@ -32,7 +35,8 @@ def register(commands) -> None:
                     "patterns takes every weight no other pattern matched. Only float32 weights are quantized; "
                     "every other weight and every model.json key is copied unchanged. Put the flags after IN and "
                     "OUT. The output appears only when complete.",
-        epilog=PATTERN_NOTE + " Example: qshard quantize web_model out --uint8 --float16 'dense_1/*' --keep 'conv1/*'")
+        epilog=PATTERN_NOTE + " Examples: qshard quantize web_model out --uint8 --float16 'dense_1/*' --keep 'conv1/*'; "
+               "qshard quantize graph_model out --uint8 --per-channel (filters per channel, the rest uint8)")
     parser.add_argument("input", metavar="IN", help="tfjs model folder / model.json / weights_manifest.json, "
                                                    ".safetensors, .npz or a folder of .npy, Keras .h5")
     parser.add_argument("output", metavar="OUT", help="output folder (must not exist unless --force)")
@@ -42,4 +46,5 @@ def register(commands) -> None:
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    per_channel.add_flags(parser)
     parser.set_defaults(run=run)

@@ -1,0 +1,64 @@
+"""qshard mixed WEB_MODEL OUT: the smallest per-weight mix of per-channel / per-tensor dtypes whose
+outputs, run in stock tfjs, stay within a cosine budget of the float model's (graph models)."""
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+
+from qshard.cli.common import progress
+
+SHOWN = 10  # widened weights listed by name
+
+
+def run(args) -> int:
+    """The `mixed` command's route for web models."""
+    from qshard.accuracy.tfjs_runner import TfjsRunner
+    from qshard.accuracy.web_data import load_samples, synthesize
+    from qshard.graph.mixed import search_graph_model
+    say = progress(args.quiet)
+    with TfjsRunner(args.backend) as runner:
+        info = runner.load(args.model)
+        samples = load_samples(args.data, info) if args.data else synthesize(info, args.samples)
+        runner.unload(args.model)
+        result = search_graph_model(args.model, args.output, samples, min_cosine=args.min_cosine, runner=runner,
+                                    equalize=args.equalize, force=args.force, progress=say)
+    if say:
+        print("\r\033[K", end="", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"output": args.output, "met": result.met, "worst_cosine": result.cosine,
+                          "bytes": result.report.bytes_out, "uint8_bytes": result.uint8_bytes,
+                          "evaluations": result.evaluations, "seconds": result.seconds, "choice": result.choice,
+                          "samples": samples.source, "synthetic": samples.synthetic}, indent=1))
+        return 0
+    if samples.synthetic:
+        print(f"qshard: warning: no --data: made-up inputs ({samples.source}); fidelity on them is a guess",
+              file=sys.stderr)
+    counts = ", ".join(f"{n} {c}" for c, n in sorted(Counter(result.choice.values()).items()))
+    print(f"worst-sample cosine {result.cosine:.6f} (budget {args.min_cosine}) on {samples.count} samples; "
+          f"weights: {counts}")
+    widened = [n for n in result.ranking if result.choice[n] not in ("per-channel uint8", "uint8")]
+    for name in widened[:SHOWN]:
+        print(f"  {name}: {result.choice[name]} (alone at its smallest: cosine {1 - result.damage[name]:.6f})")
+    if len(widened) > SHOWN:
+        print(f"  and {len(widened) - SHOWN} more widened")
+    print(f"{result.evaluations} models run in tfjs ({runner.backend}), {result.seconds:.1f} s; "
+          f"wrote {args.output}: {result.report.bytes_out / 1e6:.2f} MB of weights "
+          f"({result.bytes / max(result.uint8_bytes, 1):.2f}x all-uint8)")
+    return 0
+
+
+def add_arguments(parser) -> None:
+    """The options only web models take."""
+    web = parser.add_argument_group(
+        "web models (MODEL is a graph model folder with model.json, or a model .json file)",
+        "Searches per weight among per-channel uint8 / uint16 (conv, depthwise and matmul filters), per-tensor "
+        "uint8 / uint16 (other weights) and float32, every candidate run in stock tfjs under Node on the samples "
+        "of --data (an .npz with one array per model input; made up from the signature without it): first all at "
+        "the smallest, then each weight alone to rank them by damage per byte, then the shortest prefix of the "
+        "ranking to widen, by bisection.")
+    web.add_argument("--min-cosine", type=float, default=0.999,
+                     help="keep the worst-sample cosine to the float model's outputs at least this (default 0.999)")
+    web.add_argument("--backend", choices=("cpu", "wasm"), default="cpu", help="tfjs backend of the runs (default cpu)")
+    web.add_argument("--equalize", action="store_true", help="cross-layer equalization before quantizing")
+    web.add_argument("--samples", type=int, default=8, metavar="N", help="made-up samples without --data (default 8)")
