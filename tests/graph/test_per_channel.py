@@ -5,7 +5,6 @@ rewritten graph on the weights as qshard decodes them (support/tf_reference.py).
 filters (channels 1000x apart), mostly zero filters, depthwise convs, a matmul head and a
 detection-style head."""
 import json
-import os
 from pathlib import Path
 
 import numpy as np
