@@ -61,3 +61,62 @@ def test_eval_takes_a_folder_whose_model_json_has_another_name(env, tmp_path):
     (model / "faceres-lite.json").write_bytes((model / "faceres-deep.json").read_bytes())
     several = qshard(env, "eval", model, "--samples", "3")
     assert several.returncode == 2 and "holds 2 model JSONs (faceres-deep.json, faceres-lite.json)" in several.stderr
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A tf.Module SavedModel (dense + exact GELU): what `convert` takes and eval / mixed must take too."""
+    from conftest import require
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        require(f"TensorFlow is not installed ({error})", "QSHARD_REQUIRE_KERAS", "SAVEDMODEL ROUTES OF EVAL/MIXED")
+    rng = np.random.default_rng(5)
+
+    class Net(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(rng.standard_normal((16, 8)).astype(np.float32))
+            self.b = tf.Variable(rng.standard_normal(8).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 16], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": tf.nn.gelu(tf.matmul(x, self.w) + self.b, approximate=False)}
+
+    net = Net()
+    path = tmp_path_factory.mktemp("sm") / "saved"
+    tf.saved_model.save(net, str(path), signatures={"serving_default": net.serve})
+    x = rng.random((6, 16), dtype=np.float32)
+    np.savez(path.parent / "samples.npz", x=x)
+    return path, path.parent / "samples.npz", net.serve(tf.constant(x))["y"].numpy()
+
+
+def test_eval_and_mixed_take_a_saved_model(env, saved_model, tmp_path):
+    path, samples, want = saved_model
+    done = qshard(env, "eval", path, "--data", samples, "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {r["name"]: r for r in json.loads(done.stdout)["rows"]}
+    assert set(rows) >= {"float32", "float16", "uint8"}
+    assert rows["float16"]["worst_cosine"] > 0.999 and rows["float32"]["worst_cosine"] == pytest.approx(1.0)
+    out = tmp_path / "mixed"
+    done = qshard(env, "mixed", path, out, "--data", samples, "--min-cosine", "0.999", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["met"] and result["worst_cosine"] >= 0.999
+    doc = json.loads((out / "model.json").read_text())
+    assert doc["format"] == "graph-model" and not any("qshard-convert-" in p for p in os.listdir(tmp_path))
+    # the written model, run in stock tfjs, predicts what TensorFlow predicts within the budget
+    runner = start_tfjs_runner()
+    try:
+        got = runner.run(out, {"x": np.load(samples)["x"]}).outputs
+    finally:
+        runner.close()
+    y = np.asarray(next(iter(got.values())), np.float64).ravel()
+    assert np.dot(y, want.ravel()) / (np.linalg.norm(y) * np.linalg.norm(want)) >= 0.999
+
+
+def test_mixed_refuses_to_write_into_its_saved_model(env, saved_model):
+    path, samples, _ = saved_model
+    done = qshard(env, "mixed", path, path / "variables", "--data", samples, "--force")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert (path / "saved_model.pb").is_file() and (path / "variables").is_dir()

@@ -15,6 +15,9 @@ def load_keras_model(path: str):
 
 
 def run(args) -> int:
+    if args.model and eval_web.is_saved_model(args.model):
+        with eval_web.converted(args, progress(args.quiet)):
+            return eval_web.run(args)
     if args.model and eval_web.is_web_model(args.model):
         return eval_web.run(args)
     from qshard import tflite
@@ -68,7 +71,7 @@ def register(commands) -> None:
                     "the TFLite interpreter). Prints the metric, size and gzip size of each artifact. --demo "
                     "trains three small models on scikit-learn's bundled data and does it all (a minute or two). Needs "
                     "TensorFlow (Keras 3, TFLite), and scikit-learn for --demo: pip install \"qshard[eval]\".")
-    parser.add_argument("model", metavar="MODEL", nargs="?", help="a Keras 3 .keras file, or a web model (see below)")
+    parser.add_argument("model", metavar="MODEL", nargs="?", help="a Keras 3 .keras file, a web model, or a SavedModel folder (converted to a graph model first)")
     parser.add_argument("--data", metavar="NPZ", help="labelled data: an .npz with x (inputs) and y (labels/targets); "
                                                   "an optional 'calibration' array feeds TFLite's int8 modes")
     parser.add_argument("--metric", choices=("accuracy", "mae"), default="accuracy", help="default accuracy")

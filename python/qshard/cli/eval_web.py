@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from qshard.cli.common import progress
 
@@ -15,6 +18,33 @@ def is_web_model(path: str) -> bool:
     from qshard.formats.manifest import model_files
     p = Path(path)
     return (p.is_dir() and bool(model_files(p))) or p.suffix.lower() == ".json"
+
+
+def is_saved_model(path: str) -> bool:
+    """A SavedModel folder: eval and mixed convert it to a graph model first, as `convert` does."""
+    p = Path(path)
+    return p.is_dir() and (p / "saved_model.pb").is_file()
+
+
+@contextmanager
+def converted(args, say=None) -> Iterator[None]:
+    """While open, args.model names a graph model converted from the SavedModel it named (in a
+    temporary folder, removed afterwards): eval and mixed take what `convert --to graph` takes."""
+    from qshard.formats.outputs import check_new_folder
+    from qshard.graph import convert_to_graph_model
+    source = args.model
+    if getattr(args, "output", None):  # before the conversion, which takes long
+        check_new_folder(args.output, getattr(args, "force", False), [source] + ([args.data] if args.data else []))
+    with tempfile.TemporaryDirectory(prefix="qshard-convert-") as tmp:
+        if say:
+            say(f"converting {source} to a graph model")
+        convert_to_graph_model(source, Path(tmp) / "model", signature=getattr(args, "signature", None),
+                               tags=getattr(args, "tags", None))
+        args.model = str(Path(tmp) / "model")
+        try:
+            yield
+        finally:
+            args.model = source
 
 
 def run(args) -> int:

@@ -10,6 +10,9 @@ from qshard.cli.eval import load_keras_model
 
 
 def run(args) -> int:
+    if eval_web.is_saved_model(args.model):
+        with eval_web.converted(args, progress(args.quiet)):
+            return mixed_web.run(args)
     if eval_web.is_web_model(args.model):
         return mixed_web.run(args)
     if not args.data:
@@ -46,7 +49,7 @@ def register(commands) -> None:
                     "widen the most harmful (to uint16 or float16, float32 if needed) until the metric is within "
                     "the budget of float32's; then give back what is not needed. Writes the result as a tfjs layers model and says which weights "
                     "were kept wider and why, and how many model evaluations it took.")
-    parser.add_argument("model", metavar="MODEL", help="a Keras 3 .keras file, or a tfjs graph model (see below)")
+    parser.add_argument("model", metavar="MODEL", help="a Keras 3 .keras file, a tfjs graph model, or a SavedModel folder (converted to a graph model first)")
     parser.add_argument("output", metavar="OUT", help="the tfjs model to write (must not exist unless --force)")
     parser.add_argument("--data", metavar="NPZ", help="labelled data: an .npz with x and y (web models: samples, "
                                                      "y optional)")

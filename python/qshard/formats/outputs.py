@@ -75,6 +75,12 @@ def check_output(out: PathLike, inputs: Iterable[PathLike] = ()) -> None:
             what = "is" if _real(source) == real else "holds"
             raise OutputError(f"{out}: {what} the input {source}; writing the output there would destroy "
                               f"the input (even --force does not)")
+    for source in inputs:
+        if source is not None and os.path.isdir(source) and _same_or_above(_real(source), real) \
+                and os.path.isdir(out):
+            # a folder inside a folder input (a SavedModel's variables/): replacing it changes the input
+            raise OutputError(f"{out}: already exists inside the input {source}; replacing it would change "
+                              f"the input (even --force does not)")
 
 
 # --------------------------------------------------------------------------------------------------
