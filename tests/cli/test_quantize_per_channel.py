@@ -50,7 +50,11 @@ def test_refusals_are_one_line(tmp_path):
     src = MODELS["matmul_head"](tmp_path / "src", np.random.default_rng(7))
     run = qshard("quantize", str(src), str(tmp_path / "o"), "--per-channel", "conv/*", "--uint8", "conv/weights")
     assert run.returncode == 2 and "matches a per-channel and a per-tensor pattern" in run.stderr
+    run = qshard("quantize", str(src), str(tmp_path / "o"), "--per-channel", "nomatch/*")
+    assert run.returncode == 2 and "'nomatch/*' (--per-channel) matches no weight" in run.stderr
     assert not (tmp_path / "o").exists()
+    run = qshard("quantize", str(src), str(tmp_path / "o"), "--per-channel", "nomatch/*", "--allow-unmatched")
+    assert run.returncode == 0 and "pattern 'nomatch/*' matches no weight" in run.stderr
 
 
 def test_weights_it_cannot_do_are_named(tmp_path):

@@ -35,7 +35,8 @@ VARIANTS = {
     "per-channel-asymmetric": {"per_channel": True, "asymmetric": True},
     "per-channel-uint16": {"per_channel_uint16": True},
     "equalized-uint8": {"uint8": True, "equalize": True},
-    "mixed": {"per_channel": ["*conv*", "dw*", "fc1/*", "backbone/*"], "uint16": True, "keep": ["*bias"]},
+    "mixed": {"per_channel": ["*conv*", "dw*", "fc1/*", "backbone/*"], "uint16": True, "keep": ["*bias"],
+              "allow_unmatched": True},
 }
 
 

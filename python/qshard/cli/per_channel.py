@@ -47,7 +47,10 @@ def run(args) -> int:
     report = quantize_graph_model(
         args.input, args.output, per_channel=args.per_channel, per_channel_uint16=args.per_channel_uint16,
         asymmetric=args.asymmetric, uint8=args.uint8, uint16=args.uint16, float16=args.float16, keep=args.keep,
-        equalize=args.equalize, absorb=not args.scale_on_weights, shard_size=args.shard_size, force=args.force)
+        equalize=args.equalize, absorb=not args.scale_on_weights, shard_size=args.shard_size, force=args.force,
+        allow_unmatched=args.allow_unmatched)
+    for pattern in report.unmatched_patterns:
+        print(f"qshard: warning: pattern {pattern!r} matches no weight (--allow-unmatched)", file=sys.stderr)
     for k in report.kept:
         print(f"qshard: kept {k.name!r} as stored instead of {k.asked}: it {k.reason}", file=sys.stderr)
     explicit = [f for f in FLAGS[:2] if getattr(args, f)]

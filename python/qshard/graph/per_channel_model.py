@@ -42,6 +42,7 @@ class GraphQuantizeReport:
     kept: List[Kept] = field(default_factory=list)
     equalized: int = 0                                              # layer pairs equalized
     widened: List[Tuple[str, str, str]] = field(default_factory=list)  # (bias, asked dtype, written dtype)
+    unmatched_patterns: List[str] = field(default_factory=list)     # allowed by allow_unmatched
     bytes_in: int = 0
     bytes_out: int = 0
 
@@ -167,21 +168,25 @@ def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pa
                          uint16: patterns.Patterns = None, float16: patterns.Patterns = None,
                          keep: patterns.Patterns = None, equalize: bool = False, absorb: bool = True,
                          max_growth: float = 2.0, shard_size: int = DEFAULT_SHARD_SIZE,
-                         force: bool = False) -> GraphQuantizeReport:
+                         force: bool = False, allow_unmatched: bool = False) -> GraphQuantizeReport:
     """Quantize a tfjs graph model: conv / depthwise / matmul filters matched by `per_channel`
     (uint8) or `per_channel_uint16` per output channel (one integer zero point for the tensor, or
     one per channel where `asymmetric` matches), other weights per tensor as in quantize_model;
     `equalize` applies cross-layer equalization first, `absorb` moves per-channel scales into the
     layers that read them where the graph allows (no op added) and the readers' quantization error
-    grows at most `max_growth` times (inf: wherever the graph allows), or onto a smaller output."""
+    grows at most `max_growth` times (inf: wherever the graph allows), or onto a smaller output.
+    A pattern that matches no weight is a PatternError (nothing written) unless allow_unmatched."""
     check_shard_size(shard_size)
     model, doc, view = open_graph(src)
     specs = {s.name: s for s in model.specs}
     names = list(specs)
+    unmatched = patterns.check_matched(names, str(model.file.path), allow_unmatched, **{
+        "per-channel": per_channel, "per-channel-uint16": per_channel_uint16, "asymmetric": asymmetric,
+        "uint8": uint8, "uint16": uint16, "float16": float16, "keep": keep})
     layers, why = eligible_layers(view, specs)
     choices, targets, refused = plan_choices(names, layers, why, per_channel, per_channel_uint16, asymmetric,
                                              uint8, uint16, float16, keep)
-    report = GraphQuantizeReport(Path(out_dir), not_per_channel=refused)
+    report = GraphQuantizeReport(Path(out_dir), not_per_channel=refused, unmatched_patterns=unmatched)
     report.bytes_in = sum(loc.nbytes for loc in model.shards.where.values())
     original = read_weights(src)
     values = dict(original)
