@@ -120,3 +120,27 @@ def test_mixed_refuses_to_write_into_its_saved_model(env, saved_model):
     done = qshard(env, "mixed", path, path / "variables", "--data", samples, "--force")
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert (path / "saved_model.pb").is_file() and (path / "variables").is_dir()
+
+
+def test_eval_and_mixed_take_a_keras_model_layers_cannot_express(env, saved_model, tmp_path):
+    """Keras' default GRU has no tfjs-layers form: eval and mixed go through the graph conversion
+    (as `convert --to graph` does) and evaluate it in tfjs, labels included."""
+    import keras
+    rng = np.random.default_rng(8)
+    model = keras.Sequential([keras.Input((12,), dtype="int32"), keras.layers.Embedding(50, 8),
+                              keras.layers.GRU(16), keras.layers.Dense(3, activation="softmax")])
+    model.save(tmp_path / "gru.keras")
+    x = rng.integers(0, 50, (24, 12)).astype(np.int32)
+    y = model.predict(x, verbose=0).argmax(axis=1)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    done = qshard(env, "eval", tmp_path / "gru.keras", "--data", tmp_path / "d.npz", "--tflite", "none", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "reset_after=True" in done.stderr and "as a graph model in tfjs instead" in done.stderr
+    rows = {r["name"]: r for r in json.loads(done.stdout)["rows"]}
+    assert rows["float32"]["metric"] == pytest.approx(100.0)  # tfjs predicts Keras's own labels
+    assert rows["float16"]["worst_cosine"] > 0.999
+    done = qshard(env, "mixed", tmp_path / "gru.keras", tmp_path / "out", "--data", tmp_path / "d.npz",
+                  "--min-cosine", "0.999", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["met"]
+    assert json.loads((tmp_path / "out" / "model.json").read_text())["format"] == "graph-model"

@@ -7,6 +7,7 @@ import sys
 
 from qshard.cli import eval_web
 from qshard.cli.common import progress
+from qshard.errors import ConversionError
 
 
 def load_keras_model(path: str):
@@ -20,6 +21,15 @@ def run(args) -> int:
             return eval_web.run(args)
     if args.model and eval_web.is_web_model(args.model):
         return eval_web.run(args)
+    if args.model and not args.demo:
+        try:
+            return _run_keras(args)
+        except ConversionError as error:  # tfjs-layers cannot express it: the graph route can
+            return eval_web.as_graph_model(args, error, progress(args.quiet), eval_web.run)
+    return _run_keras(args)
+
+
+def _run_keras(args) -> int:
     from qshard import tflite
     from qshard.accuracy import evaluate
     modes = {"all": list(tflite.MODES), "none": []}.get(args.tflite)

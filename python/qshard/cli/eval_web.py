@@ -20,6 +20,14 @@ def is_web_model(path: str) -> bool:
     return (p.is_dir() and bool(model_files(p))) or p.suffix.lower() == ".json"
 
 
+def as_graph_model(args, error, say, run) -> int:
+    """A Keras model that tfjs-layers cannot express (error: the ConversionError saying why) is
+    evaluated / searched as the graph model `convert --to graph` makes of it, in stock tfjs."""
+    print(f"qshard: note: {error}; evaluating {args.model} as a graph model in tfjs instead", file=sys.stderr)
+    with converted(args, say):
+        return run(args)
+
+
 def is_saved_model(path: str) -> bool:
     """A SavedModel folder: eval and mixed convert it to a graph model first, as `convert` does."""
     p = Path(path)

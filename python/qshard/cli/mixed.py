@@ -6,6 +6,7 @@ import sys
 
 from qshard.cli import eval_web, mixed_web
 from qshard.cli.common import progress
+from qshard.errors import ConversionError
 from qshard.cli.eval import load_keras_model
 
 
@@ -15,6 +16,13 @@ def run(args) -> int:
             return mixed_web.run(args)
     if eval_web.is_web_model(args.model):
         return mixed_web.run(args)
+    try:
+        return _run_keras(args)
+    except ConversionError as error:  # tfjs-layers cannot express it: search the graph model in tfjs
+        return eval_web.as_graph_model(args, error, progress(args.quiet), mixed_web.run)
+
+
+def _run_keras(args) -> int:
     if not args.data:
         raise ValueError("a Keras model needs --data (an .npz with x and y)")
     from qshard.accuracy import evaluate
