@@ -71,6 +71,10 @@ def node():
 
 
 JS_NODE_MODULES = str(JS_DIR / "node_modules")
+# Every tfjs run of the tests (in this process and in the qshard commands it starts) uses the
+# project's own tests/js install, also when qshard is installed from a wheel, where the runner's
+# fallback to a source checkout's tests/js does not exist.
+os.environ.setdefault("QSHARD_TFJS_NODE_MODULES", JS_NODE_MODULES)
 
 
 def start_tfjs_runner(backend: str = "cpu", **options):
