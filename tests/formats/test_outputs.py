@@ -303,3 +303,21 @@ def test_a_shard_size_that_would_write_too_many_files_is_refused(place):
     done = run_qshard(["quantize", big, place / "work" / "out2", "--shard-size", "1"])
     assert done.returncode == 2 and "would split a group into 262144 shards; at most 100000" in done.stderr
     assert sorted(os.listdir(place / "work")) == ["out"]
+
+
+def test_library_writers_refuse_an_output_over_their_input(place):
+    """The same refusal from the Python API, where no command line checks first: the per-channel
+    writer and the graph-model search (refused before a tfjs runner is even started)."""
+    from qshard.errors import OutputError
+    from qshard.example import write_example
+    from qshard.graph.mixed import search_graph_model
+    from qshard.graph.per_channel_model import quantize_graph_model
+    graph = write_example(place / "in" / "g", format="graph-model")
+    before = _both(place)
+    with pytest.raises(OutputError, match="holds the input"):
+        quantize_graph_model(graph / "model.json", graph, per_channel=True, force=True)
+    with pytest.raises(OutputError, match="is the input"):
+        search_graph_model(graph, graph, samples=None, force=True)
+    with pytest.raises(OutputError, match="holds the input"):
+        tfjs.quantize_model(graph, place / "in", uint8=True, force=True)
+    assert _both(place) == before

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 import queue
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import ModelInputError, TfjsRunError, TfjsUnavailableError
+from ..formats.outputs import Scratch
 from ..tfjs import WebModel
 from .samples import arrange_inputs, gather_outputs
 
@@ -139,7 +139,8 @@ class TfjsRunner:
             pass
 
     def _start(self) -> None:
-        self._tmp = Path(tempfile.mkdtemp(prefix="qshard-tfjs-"))
+        self._scratch = Scratch("qshard-tfjs")  # locked: a killed run's is removed by the next
+        self._tmp = self._scratch.path
         self._replies = queue.Queue()
         self._stderr.clear()
         self._proc = subprocess.Popen(
@@ -206,7 +207,7 @@ class TfjsRunner:
                 except OSError:
                     pass
         if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._scratch.remove()
             self._tmp = None
 
     def close(self) -> None:

@@ -287,16 +287,28 @@ def write_file_atomically(path: PathLike, data: bytes, *, force: bool = True,
     return path
 
 
+class Scratch:
+    """A locked scratch folder named `.NAME.qshard-XXXXXX` in parent (default: the system's
+    temporary folder), for work that outlives one block (a tfjs runner); remove() deletes it. One
+    left by a killed run is removed by the next run asking for `name` (see clean_stale)."""
+
+    def __init__(self, name: str, parent: Optional[PathLike] = None):
+        parent = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+        clean_stale(parent, name)
+        self.path = Path(tempfile.mkdtemp(prefix=f".{name}{TEMP_MARK}", dir=parent))
+        self._lock = _lock(self.path)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        _unlock(self._lock)
+        self._lock = None
+
+
 @contextmanager
-def temporary_folder(name: str) -> Iterator[Path]:
-    """A locked scratch folder in the system's temporary folder, removed after the block; one left
-    by a killed run is removed by the next run asking for `name` (see clean_stale)."""
-    parent = Path(tempfile.gettempdir())
-    clean_stale(parent, name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}{TEMP_MARK}", dir=parent))
-    lock = _lock(tmp)
+def temporary_folder(name: str, parent: Optional[PathLike] = None) -> Iterator[Path]:
+    """A Scratch folder for the length of the block."""
+    scratch = Scratch(name, parent)
     try:
-        yield tmp
+        yield scratch.path
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _unlock(lock)
+        scratch.remove()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from qshard.accuracy import fidelity
 from qshard.accuracy.graph_outputs import decoded_outputs
 from qshard.accuracy.tfjs_runner import TfjsRunner
 from qshard.accuracy.web_data import Samples
-from qshard.errors import OutputError
+from qshard.formats.outputs import check_new_folder, temporary_folder
 from qshard.graph.per_channel_model import GraphQuantizeReport, eligible_layers, open_graph, quantize_graph_model
 
 # Levels per kind of weight: 0 is the smallest; the last is float32.
@@ -112,16 +111,15 @@ def search_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Path
     the float reference (a model stored with quantized weights is compared with itself dequantized)."""
     start = time.perf_counter()
     src, out = Path(src), Path(out_dir)
-    if out.exists() and not force:
-        raise OutputError(f"{out}: already exists (use --force / force=True to replace it)")
+    check_new_folder(out, force, [src])  # before the search, which takes long
     say = progress or (lambda _text: None)
     parent = out.parent if str(out.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     own = runner is None
     runner = runner or TfjsRunner(backend)
     try:
-        with tempfile.TemporaryDirectory(prefix=f".{out.name}.qshard-mixed-", dir=parent) as tmp:
-            s = _Search(src, samples, runner, Path(tmp), equalize, say)
+        with temporary_folder(f"{out.name}-search", parent) as tmp:  # locked, so that no other run removes it
+            s = _Search(src, samples, runner, tmp, equalize, say)
             base = s.level({})
             (cos,) = s.cosines([base], "smallest")
             result = MixedResult(base, cos, s.bytes(base), s.bytes({n: "uint8" for n in s.kinds}), 0, 0.0)

@@ -218,7 +218,7 @@ def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pa
         for spec in group.weights:
             row.extend(_items(model, spec, values, original, targets, graph))
         groups.append(row)
-    with atomic_folder(out_dir, force) as tmp:
+    with atomic_folder(out_dir, force, inputs=model.files()) as tmp:
         result, kept = write_groups(tmp, groups, shard_size, 0, None)
         document = dict(doc)
         document["modelTopology"] = dict(doc["modelTopology"], node=graph.nodes)
