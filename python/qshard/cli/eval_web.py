@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -38,12 +37,12 @@ def is_saved_model(path: str) -> bool:
 def converted(args, say=None) -> Iterator[None]:
     """While open, args.model names a graph model converted from the SavedModel it named (in a
     temporary folder, removed afterwards): eval and mixed take what `convert --to graph` takes."""
-    from qshard.formats.outputs import check_new_folder
+    from qshard.formats.outputs import check_new_folder, temporary_folder
     from qshard.graph import convert_to_graph_model
     source = args.model
-    if getattr(args, "output", None):  # before the conversion, which takes long
-        check_new_folder(args.output, getattr(args, "force", False), [source] + ([args.data] if args.data else []))
-    with tempfile.TemporaryDirectory(prefix="qshard-convert-") as tmp:
+    if getattr(args, "output", None) and hasattr(args, "force"):  # (mixed's OUT; eval's --output names an output)
+        check_new_folder(args.output, args.force, [source] + ([args.data] if args.data else []))  # before converting
+    with temporary_folder("qshard-convert") as tmp:  # locked: a killed run's is removed by the next
         if say:
             say(f"converting {source} to a graph model")
         convert_to_graph_model(source, Path(tmp) / "model", signature=getattr(args, "signature", None),
