@@ -225,6 +225,15 @@ def test_equalization_alone_keeps_the_function(tmp_path, runner, tf):
     assert np.abs(a - b).max() <= TOLERANCE * np.abs(a).max()
 
 
+def test_every_weight_keeps_its_shape_scalars_too(runs):
+    for variant in ("uint8", "per-channel+uint8", "equalized-uint8"):
+        folder = runs["detection_head"]["variants"][variant][0]
+        shapes = {s.name: s.shape for s in tfjs.WebModel(folder).specs}
+        assert shapes["pose/scale"] == () and shapes["best/axis"] == ()
+        for spec in tfjs.WebModel(runs["detection_head"]["src"]).specs:  # (a Mul(codes, scale) filter's codes have its shape)
+            assert shapes.get(spec.name, shapes.get(f"{spec.name}/pc_codes")) == spec.shape, (variant, spec.name)
+
+
 def test_mixed_choice_quantizes_each_weight_as_asked(runs):
     folder, report, _ = runs["matmul_head"]["variants"]["mixed"]
     specs = {s.name: s for s in tfjs.WebModel(folder).specs}

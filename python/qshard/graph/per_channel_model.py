@@ -155,7 +155,7 @@ def _stored_item(model: WebModel, spec: mf.WeightSpec) -> Item:
 
 def _value_item(name: str, value: np.ndarray, target: Optional[str]) -> Item:
     """A float32 weight from its values, quantized to target (uint8/uint16/float16) or not (None)."""
-    a = np.ascontiguousarray(value, np.float32)
+    a = np.ascontiguousarray(value, np.float32).reshape(np.shape(value))  # (keeps 0-d scalars 0-d)
     item = Item(name, tuple(a.shape), "float32", load=lambda _: a, stored_nbytes=a.nbytes, fallback=lambda _: a)
     if target is not None:
         item.target, item.chunks = target, whole(a)
