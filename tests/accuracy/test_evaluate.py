@@ -255,3 +255,25 @@ def test_tflite_command_writes_each_mode_and_prints_sizes(convnet, tmp_path, cap
     assert "representative" in capsys.readouterr().err
     assert cli.main(["tflite", str(tmp_path / "none.keras"), str(tmp_path / "u")]) == 2
     assert "none.keras" in capsys.readouterr().err
+
+
+def test_quantized_normalization_statistics_reach_predict(keras):
+    """An adapted Normalization copies its mean and variance into constants when built: a quantized
+    mean must still change the outputs (it did not: eval and mixed saw every such layer as lossless)."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((64, 3)) * [1.0, 1e3, 0.01] + [0.0, 3e4, 1.0]).astype(np.float32)
+    norm = keras.layers.Normalization(name="norm")
+    norm.adapt(x)
+    model = keras.Sequential([keras.Input((3,)), norm, keras.layers.Dense(2, name="d")])
+    y = model.predict(x, verbose=0)
+    ev = evaluate.Evaluator(model, evaluate.Dataset("t", x, y, "mae"))
+    stats = {n: "uint8" for n in ev.names if n.startswith("norm/")}
+    assert len(stats) == 2
+    expected_mean = evaluate.roundtrip(ev.original["norm/moving_mean"], "uint8")
+    expected_var = evaluate.roundtrip(ev.original["norm/moving_variance"], "uint8")
+    by_hand = (x - expected_mean) / np.sqrt(np.maximum(expected_var, 1e-7))
+    by_hand = by_hand @ ev.original["d/kernel"] + ev.original["d/bias"]
+    got = ev.predict(stats)
+    assert np.abs(got - y).max() > 1.0  # the third feature's mean (1.0) is lost at uint8
+    np.testing.assert_allclose(got, by_hand, rtol=1e-3, atol=1e-2 * np.abs(by_hand).max())
+    np.testing.assert_array_equal(ev.predict({}), y)  # and put back after

@@ -83,6 +83,19 @@ def worse_by(metric: str, base: float, value: float) -> float:
 # --------------------------------------------------------------------------------------------------
 # A Keras model whose weights can be swapped for quantized ones.
 
+def _stateful_layers(model, variables) -> Dict[int, list]:
+    """id(variable) -> the layers that hold a constant copy of it (Keras' adapted Normalization)."""
+    import keras
+    ids = {id(v) for v in variables}
+    out: Dict[int, list] = {}
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.Normalization):
+            for v in layer.weights:
+                if id(v) in ids:
+                    out.setdefault(id(v), []).append(layer)
+    return out
+
+
 class Evaluator:
     """Runs a Keras 3 model on a data set with any per-weight dtype assignment; counts the runs."""
 
@@ -99,6 +112,9 @@ class Evaluator:
         self.names = [n for n, a in self.original.items() if a.dtype == np.float32 and a.size > 0]
         self.evaluations = 0
         self._cache: Dict[Tuple[str, str], np.ndarray] = {}
+        # Layers that copy their variables into constants when built (Keras' adapted Normalization):
+        # a new value reaches predict only through finalize_state() and a re-traced predict function.
+        self._restate = _stateful_layers(model, [v for _, v in self.variables])
 
     def weights(self, assignment: Dict[str, str]) -> Dict[str, np.ndarray]:
         out = dict(self.original)
@@ -115,13 +131,23 @@ class Evaluator:
         put back after (the model holds its original weights between calls)."""
         values = self.weights(assignment)
         swapped = [(name, variable) for name, variable in self.variables if values[name] is not self.original[name]]
+        restate = {id(layer): layer for _, v in swapped for layer in self._restate.get(id(v), ())}
         try:
             for name, variable in swapped:
                 variable.assign(values[name])
+            self._refresh(restate.values())
             return np.asarray(self.model.predict(self.data.x, batch_size=self.batch, verbose=0))
         finally:
             for name, variable in swapped:
                 variable.assign(self.original[name])
+            self._refresh(restate.values())
+
+    def _refresh(self, layers) -> None:
+        layers = list(layers)
+        for layer in layers:
+            layer.finalize_state()
+        if layers:
+            self.model.predict_function = None  # its trace holds the old constants
 
     def score(self, assignment: Dict[str, str]) -> float:
         self.evaluations += 1
