@@ -127,11 +127,11 @@ def run_qshard(*args) -> subprocess.CompletedProcess:
     return done
 
 
-def per_channel_variants(src: Path, root: Path) -> Dict[str, Path]:
-    """src quantized per channel (filters; other weights uint8) by `qshard quantize`, its scales
-    on the weights (Mul(codes, scale)) and placed as the command does by default."""
-    run_qshard("quantize", src, root / "weight-side", "--per-channel", "--uint8", "--scale-on-weights")
-    run_qshard("quantize", src, root / "placed", "--per-channel", "--uint8")
+def per_channel_variants(src: Path, root: Path, *flags: str) -> Dict[str, Path]:
+    """src quantized per channel (filters; other weights uint8; more `flags`) by `qshard quantize`,
+    its scales on the weights (Mul(codes, scale)) and placed as the command does by default."""
+    run_qshard("quantize", src, root / "weight-side", "--per-channel", "--uint8", "--scale-on-weights", *flags)
+    run_qshard("quantize", src, root / "placed", "--per-channel", "--uint8", *flags)
     return {"weight-side": root / "weight-side", "placed": root / "placed"}
 
 
