@@ -5,6 +5,8 @@ tests/js` installs (pinned by its sha512 in tests/js/package-lock.json; 28.6 MB 
 disk). Its models/ folder ships tfjs graph models as NAME.json + NAME.bin; the tests use:
 - blazeface (face detector, 256x256x3, 0.54 MB float32): per-tensor uint8 collapses (worst-sample
   cosine ~0.95 in stock tfjs on the photos below);
+- handlandmark-lite (hand landmarks, 224x224x3, published as float16, 4 MB as float32): uint8
+  collapses to cosine ~0.31, per-channel uint8 reaches only ~0.61, 16 bits keep it;
 - liveness (32x32x3 classifier, 0.59 MB float32): per-tensor uint8 keeps it (cosine ~0.9992).
 The photos are the ones scikit-learn (china.jpg, flower.jpg) and matplotlib (grace_hopper.jpg)
 ship, as benchmarks/real_models.py uses them: nothing is downloaded at test time."""
@@ -24,7 +26,7 @@ from support.node import JS_DIR
 HUMAN = JS_DIR / "node_modules" / "@vladmandic" / "human"
 HUMAN_VERSION = "3.3.6"
 # Model name -> its input side (square RGB images, pixels in [0, 1]).
-SIDES = {"blazeface": 256, "liveness": 32}
+SIDES = {"blazeface": 256, "handlandmark-lite": 224, "liveness": 32}
 
 
 def human_problem() -> str:
