@@ -9,7 +9,9 @@
 #   Keras 2 models the tests convert);
 # - the official tensorflowjs 4.22 converter WITHOUT its dependencies (they would pull in an older
 #   TensorFlow): the tests load its quantization and weight files as the bit-for-bit reference;
-# - stock @tensorflow/tfjs 4.22 for Node and the browser (npm ci --prefix tests/js);
+# - stock @tensorflow/tfjs 4.22 for Node and the browser (npm ci --prefix tests/js), and the real
+#   published graph models the accuracy tests run: @vladmandic/human 3.3.6's models/ (a devDependency
+#   pinned by sha512 in tests/js/package-lock.json; 28.6 MB download, 43 MB installed, ~1 s of npm ci);
 # and on the machine, with apt-get as root (or through sudo): Node.js and npm if missing, and
 # Debian's chromium for the browser tests (playwright drives it; its own browser download is unused).
 set -euo pipefail
