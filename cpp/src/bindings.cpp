@@ -305,6 +305,10 @@ PYBIND11_MODULE(_core, m) {
           "Make `name` the default instruction set for this process ('' = the best available).");
     m.def("get_num_threads", &default_threads, "Threads a call uses when it asks for 0.");
     m.def("set_num_threads", &set_default_threads, py::arg("threads"), "Set the default thread count (0 = automatic).");
+    m.def("get_read_buffer", &read_buffer_bytes,
+          "Bytes of a file-stored tensor append_file reads once and keeps for its second pass.");
+    m.def("set_read_buffer", &set_read_buffer_bytes, py::arg("bytes"),
+          "Set the read buffer for later append_file calls (0: every tensor is read twice).");
     m.def("affine_params", [](double lo, double hi, uint32_t qmax) { return params_tuple(affine_params(lo, hi, qmax)); },
           py::arg("lo"), py::arg("hi"), py::arg("qmax"), "tensorflowjs's (min, scale, max) for a range.");
     m.def("minmax", &minmax_py, py::arg("x"), QSHARD_ISA_THREADS, "(min, max, has_nan) of a float32 array.");

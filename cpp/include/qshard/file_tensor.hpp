@@ -2,11 +2,17 @@
 // in one call (the chunk loop of the streaming converter).
 //
 // Two passes, as tensorflowjs's whole-tensor quantization needs: the minimum and maximum of every
-// value, then the codes with the parameters they give. Each pass reads the ranges with pread in
-// chunks of kFileChunkElements (the input of one chunk, ~128 KiB, stays in L2 while it is widened
-// and quantized) on up to `threads` workers that take chunks in order; the codes go straight into
-// the writer's shard buffer. Nothing is mapped: a file truncated under us is an exception naming
-// it, not a SIGBUS.
+// value, then the codes with the parameters they give. The first pass reads the ranges with pread
+// in chunks of kFileChunkElements (a chunk's input, ~128 KiB, stays in L2 while it is widened and
+// its min/max found) on up to `threads` workers that take chunks in order. The stored bytes of a
+// tensor that fits in the read buffer (read_buffer_bytes(), kReadBufferBytes unless changed) stay
+// there, so the second pass quantizes from memory without reading the files again; of a bigger
+// tensor, the chunks that fit stay and only the rest is read twice. The second pass splits the
+// chunks over the workers again, and the codes go straight into the writer's shard buffer.
+// Nothing is mapped: a file truncated under us is an exception naming it, not a SIGBUS.
+//
+// Memory: the read buffer (kept between calls, so it is not page-faulted in per tensor; a call
+// made while another uses it gets its own) plus ~3 chunks per worker.
 //
 // Bytes: minmax merges order-preserving keys, so the range does not depend on how the chunks fell
 // to the threads; codes are per element with fixed parameters. The output therefore equals the
@@ -30,6 +36,12 @@
 namespace qshard {
 
 constexpr size_t kFileChunkElements = size_t{1} << 15;
+// Default read buffer: the stored bytes of one tensor up to this size are read once, not twice.
+constexpr size_t kReadBufferBytes = size_t{16} << 20;
+
+// The read buffer's size for the calls that start from now on (0: every tensor is read twice).
+void set_read_buffer_bytes(size_t bytes) noexcept;
+size_t read_buffer_bytes() noexcept;
 
 enum class Stored : int { f32 = 0, f16 = 1, bf16 = 2, f64 = 3, u8 = 4, u16 = 5 };
 enum class Target : int { u8 = 0, u16 = 1, f16 = 2 };
