@@ -1,6 +1,7 @@
 """The C++ chunk loop (ShardWriter.append_file, minmax_file): a tensor read from file ranges gives
 the serial kernels' bytes for every stored form, length, split and thread count; bad files raise."""
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -16,6 +17,16 @@ SIZES = [0, 1, 2, 7, CHUNK - 1, CHUNK, CHUNK + 1, 2 * SPLIT - 1, 2 * SPLIT, 2 * 
 FORMS = ["float32", "float16", "bfloat16", "float64", "uint8", "uint16"]
 TARGETS = ["uint8", "uint16", "float16"]
 CODES = {"uint8": (-1.5, 3.0 / 255), "uint16": (-2.25, 5.0 / 65535)}  # (min, scale) of stored codes
+BOUND = 3 * CHUNK * 4  # a small read buffer for the tests: three float32 chunks
+ITEM = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "uint8": 1, "uint16": 2}
+
+
+@pytest.fixture
+def read_buffer():
+    """Set the read buffer (bytes of a tensor read once) for one test; restored afterwards."""
+    before = _core.get_read_buffer()
+    yield _core.set_read_buffer
+    _core.set_read_buffer(before)
 
 
 def stored_and_values(form, n, seed=0):
@@ -103,7 +114,72 @@ def test_pieces_shards_and_odd_offsets(tmp_path, isa, target, n):
         assert got == want, (lead, shard_size)
 
 
-def test_nan_and_inf_are_refused_before_writing(tmp_path):
+@pytest.mark.parametrize("form", FORMS)
+def test_tensors_around_the_read_buffer_give_the_serial_bytes(tmp_path, read_buffer, form):
+    # Read once (fits), just over (the kept chunks plus a re-read tail), much bigger (kept prefix,
+    # the rest read twice, split over two workers), and no buffer at all (every chunk read twice).
+    read_buffer(BOUND)
+    fit = BOUND // ITEM[form]
+    for n, budget in ((fit - 1, BOUND), (fit, BOUND), (fit + 1, BOUND), (fit + CHUNK + 3, BOUND),
+                      (2 * SPLIT + 77, BOUND), (2 * SPLIT + 77, 0), (CHUNK + 1, CHUNK * ITEM[form] - 1)):
+        read_buffer(budget)
+        data, values = stored_and_values(form, n, seed=n)
+        pieces = write_pieces(tmp_path, data, [len(data) // 3])
+        for target in TARGETS:
+            want, (mn, scale) = reference_codes(values, target)
+            for threads in (1, 2):
+                (written, rng, got_min, got_scale), got = append(
+                    tmp_path, pieces, form, n, target, codes=CODES.get(form, (0.0, 1.0)), lead=1, shard_size=65537,
+                    threads=threads)
+                assert written and got == want, (n, budget, target, threads)
+                assert rng == _core.minmax(values)
+                if target != "float16":
+                    assert (got_min, got_scale) == (mn, scale)
+
+
+def test_the_read_buffer_setting(read_buffer):
+    assert _core.get_read_buffer() == 16 << 20  # the default (kReadBufferBytes)
+    read_buffer(12345)
+    assert _core.get_read_buffer() == 12345
+
+
+def test_calls_at_once_each_get_their_own_buffer(tmp_path):
+    # Two writers fed from two Python threads (the GIL is released): the read buffer kept between
+    # calls is in use by one of them, so the other must work in memory of its own.
+    inputs = []
+    for i in range(2):
+        data, values = stored_and_values("float32", 2 * SPLIT + i, seed=10 + i)
+        path = tmp_path / f"in{i}.bin"
+        path.write_bytes(data)
+        inputs.append(([(str(path), 0, len(data))], values, reference_codes(values, "uint8")[0]))
+    results, errors = {}, []
+
+    def run(i):
+        try:
+            pieces, values, _ = inputs[i]
+            out = tmp_path / f"out{i}"
+            out.mkdir()
+            writer = _core.ShardWriter(str(out), 1, 20 * values.size, 1 << 22)
+            for _ in range(20):
+                assert writer.append_file(pieces, "float32", values.size, "uint8", threads=2)[0]
+            writer.finish()
+            results[i] = b"".join((out / name).read_bytes() for name in writer.names)
+        except Exception as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not errors
+    for i, (_, _, want) in enumerate(inputs):
+        assert results[i] == want * 20
+
+
+@pytest.mark.parametrize("budget", [0, BOUND, 16 << 20])
+def test_nan_and_inf_are_refused_before_writing(tmp_path, read_buffer, budget):
+    read_buffer(budget)
     n = 3 * SPLIT
     for bad, where in ((np.nan, 5), (np.inf, n - 1), (-np.inf, SPLIT + 17)):
         x = np.random.default_rng(1).standard_normal(n).astype(np.float32)
@@ -140,7 +216,9 @@ def test_minmax_file_matches_the_kernel(tmp_path):
     assert _core.minmax_file([], "float32", 0) == (None, None, False)
 
 
-def test_truncated_and_unreadable_files_raise_naming_the_file(tmp_path):
+@pytest.mark.parametrize("budget", [0, BOUND, 16 << 20])
+def test_truncated_and_unreadable_files_raise_naming_the_file(tmp_path, read_buffer, budget):
+    read_buffer(budget)
     n = 4 * SPLIT
     data = np.random.default_rng(4).standard_normal(n).astype(np.float32).tobytes()
     pieces = write_pieces(tmp_path, data, [len(data) // 2])
