@@ -1,8 +1,14 @@
 """Re-quantize a generated float32 web model to uint8 end to end, beside `cp -r` of the same
-files and tensorflowjs 4.22's read_weights + write_weights, in one run; wall time and peak RSS of
-each as a separate process. Each round runs every command once; a command's ratio to `cp -r` is
+files and tensorflowjs 4.22's read_weights + write_weights, in one run; wall time, CPU time (user +
+system) and peak RSS of each as a separate process. Each round runs every command once, in an order
+that rotates from round to round, after one uncounted warm-up round; a command's ratio to `cp -r` is
 taken within each round (so a machine that slows down between rounds does not skew it), and the
-median over the rounds is shown.
+median over the rounds is shown with the range [lowest-highest] beside it.
+
+`cp -r` is GNU cp: on Linux it copies with copy_file_range (a reflink where the file system has
+them), so it is the kernel copying page cache to page cache, with no user-space pass over the data.
+The qshard children run without PYTHONDONTWRITEBYTECODE, as an installed qshard (whose modules pip
+compiles) would.
 
     python benchmarks/bench_requantize.py --gb 1 [--format safetensors] [--threads 1,2] [--repeat 3] [--tmp DIR]
 """
@@ -19,8 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 TFJS_SCRIPT = r"""
 import json, sys
 from qshard import reference
@@ -36,6 +40,7 @@ open(out + "/model.json", "w").write(json.dumps(doc))
 
 def make_safetensors(path: Path, gigabytes: float, tensor_mib: int = 16) -> int:
     """A safetensors file of float32 tensors of tensor_mib MiB each."""
+    import numpy as np  # (here, not at the top: the children this process starts would report its RSS)
     n = int(gigabytes * 1024 / tensor_mib)
     count = tensor_mib * (1 << 20) // 4
     header = {f"layer{i:04d}/kernel": {"dtype": "F32", "shape": [count],
@@ -53,6 +58,7 @@ def make_safetensors(path: Path, gigabytes: float, tensor_mib: int = 16) -> int:
 
 def make_model(folder: Path, gigabytes: float, tensor_mib: int = 16) -> int:
     """Float32 tensors of tensor_mib MiB each, written with qshard (4 MiB shards)."""
+    import numpy as np
     from qshard import tfjs
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -66,14 +72,19 @@ def make_model(folder: Path, gigabytes: float, tensor_mib: int = 16) -> int:
 
 
 def timed(cmd, env=None):
-    """(wall seconds, peak RSS MiB) of one command run as a child process."""
+    """(wall seconds, CPU seconds, peak RSS MiB) of one command run as a child process."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {' '.join(map(str, cmd))}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def spread(values) -> str:
+    """'median [lowest-highest]' of a list of numbers."""
+    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
 
 
 def drop_output(path: Path):
@@ -101,12 +112,12 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(dir=args.tmp, prefix="qshard-bench-"))
     try:
         src = root / "src" if args.format == "tfjs" else root / "src" / "model.safetensors"
-        # Made in a child process: children forked later would otherwise inherit (and report) the
-        # memory this process used to make it.
+        # Made in a child process: children started later would otherwise report the memory this
+        # process used to make it (a child's peak RSS includes its parent's from before exec).
         subprocess.run([sys.executable, __file__, "--make", str(src), "--gb", str(args.gb), "--format", args.format],
                        check=True)
         size = sum(f.stat().st_size for f in (src.iterdir() if src.is_dir() else [src]))
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         qshard = [sys.executable, "-m", "qshard", "quantize", str(src), str(root / "out"), "--uint8", "-q"]
         commands = {
             "cp -r": ["cp", "-r", str(src), str(root / "out")],  # (a file, for safetensors)
@@ -119,29 +130,34 @@ def main() -> int:
                 "sh", "-c", f'mkdir -p "{root / "out"}" && exec "{sys.executable}" -c \'{TFJS_SCRIPT}\' '
                             f'"{src}" "{root / "out"}"']
         walls = {name: [] for name in commands}
+        cpus = {name: [] for name in commands}
         rss = dict.fromkeys(commands, 0.0)
-        for _ in range(args.repeat):
-            for name, cmd in commands.items():
+        names = list(commands)
+        for round_ in range(args.repeat + 1):  # round 0 warms up (caches, compiled modules) and is dropped
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
                 drop_output(root / "out")
-                wall, peak = timed(cmd, env)
-                walls[name].append(wall)
-                rss[name] = max(rss[name], peak)
+                wall, cpu, peak = timed(commands[name], env)
+                if round_:
+                    walls[name].append(wall)
+                    cpus[name].append(cpu)
+                    rss[name] = max(rss[name], peak)
         cp = walls["cp -r"]
         layout = "in 4 MiB shards" if args.format == "tfjs" else "in one safetensors file"
-        print(f"model: {size / 2**30:.2f} GiB float32 {layout}; medians of {args.repeat} rounds; "
+        print(f"model: {size / 2**30:.2f} GiB float32 {layout}; medians [ranges] of {args.repeat} rounds; "
               f"CPU {os.cpu_count()} cores")
-        print(f"{'command':<42} {'wall s':>8} {'GB/s':>7} {'x cp':>6} {'peak RSS MiB':>13}")
+        print(f"{'command':<42} {'wall s':>17} {'GB/s':>6} {'x cp (same round)':>18} {'CPU s':>17} {'peak RSS MiB':>13}")
         for name, times in walls.items():
             wall = statistics.median(times)
-            ratio = statistics.median(t / c for t, c in zip(times, cp))
-            print(f"{name:<42} {wall:>8.2f} {size / wall / 1e9:>7.2f} {ratio:>6.2f} {rss[name]:>13.0f}")
+            ratios = [t / c for t, c in zip(times, cp)]
+            print(f"{name:<42} {spread(times):>17} {size / wall / 1e9:>6.2f} {spread(ratios):>18} "
+                  f"{spread(cpus[name]):>17} {rss[name]:>13.0f}")
         q = statistics.median(walls["qshard quantize --uint8"])
         if "tensorflowjs read+write_weights" in walls:
             print(f"qshard is {statistics.median(walls['tensorflowjs read+write_weights']) / q:.1f}x faster "
                   f"than tensorflowjs")
         one, two = (walls.get(f"qshard quantize --uint8 --threads {n}") for n in (1, 2))
         if one and two:
-            print(f"2 threads are {statistics.median(a / b for a, b in zip(one, two)):.2f}x as fast as 1")
+            print(f"2 threads are {spread([a / b for a, b in zip(one, two)])}x as fast as 1 (same round)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0
