@@ -51,8 +51,7 @@ def make_safetensors(path: Path, gigabytes: float, tensor_mib: int = 16) -> int:
     path.parent.mkdir(parents=True)
     with open(path, "wb") as f:
         f.write(len(text).to_bytes(8, "little") + text)
-        for i in range(n):
-            f.write(np.roll(block, i).tobytes())
+        f.writelines(np.roll(block, i).tobytes() for i in range(n))
     return path.stat().st_size
 
 
@@ -127,8 +126,8 @@ def main() -> int:
             commands[f"qshard quantize --uint8 --threads {int(threads)}"] = qshard + ["--threads", str(int(threads))]
         if not args.skip_tensorflowjs and args.format == "tfjs":
             commands["tensorflowjs read+write_weights"] = [
-                "sh", "-c", f'mkdir -p "{root / "out"}" && exec "{sys.executable}" -c \'{TFJS_SCRIPT}\' '
-                            f'"{src}" "{root / "out"}"']
+                "sh", "-c", (f'mkdir -p "{root / "out"}" && exec "{sys.executable}" -c \'{TFJS_SCRIPT}\' '
+                             f'"{src}" "{root / "out"}"')]
         walls = {name: [] for name in commands}
         cpus = {name: [] for name in commands}
         rss = dict.fromkeys(commands, 0.0)
