@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import qshard
-from qshard import tfjs
+from qshard import _core, tfjs
 from qshard.errors import ShardError, SourceError
 from qshard.formats import writer
 from qshard.formats.shards import Scratch
@@ -88,19 +88,26 @@ def spy(monkeypatch):
 def test_same_bytes_as_the_python_loop_and_the_serial_kernels(tmp_path, spy, kind, target):
     src = make_source(kind, tmp_path)
     spy.by_chunks.clear()  # (write_weights made the tfjs sources from arrays in memory)
-    for name, isa, threads in [("c++", "", 2), ("c++-serial", "serial", 1), ("python-serial", "serial", 1)]:
+    # (the C++ loop also with a read buffer of 3 float32 chunks: bigger tensors are partly read twice)
+    default_buffer = _core.get_read_buffer()
+    for name, isa, threads, buffer in [("c++", "", 2, default_buffer), ("c++-serial", "serial", 1, default_buffer),
+                                       ("c++-small-buffer", "", 2, 3 * CHUNK * 4),
+                                       ("python-serial", "serial", 1, default_buffer)]:
         spy.python = name.startswith("python")
         qshard.set_isa(isa)
+        _core.set_read_buffer(buffer)
         try:
             report = tfjs.quantize_model(src, tmp_path / name, threads=threads, **target)
         finally:
             qshard.set_isa("")
+            _core.set_read_buffer(default_buffer)
         if name == "c++":
             # Only tensors without a file range took the Python loop.
             assert spy.by_chunks == ({"big-endian", "fortran"} if kind == "npz" else set())
             assert "nan" in spy.by_file and "nan" in {k.name for k in report.kept}
     same_output(tmp_path / "c++", tmp_path / "python-serial")
     same_output(tmp_path / "c++-serial", tmp_path / "python-serial")
+    same_output(tmp_path / "c++-small-buffer", tmp_path / "python-serial")
 
 
 def test_tfjs_output_matches_quantizing_in_memory(tmp_path, spy):
