@@ -6,10 +6,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <memory>
-#include <mutex>
 #include <cerrno>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <system_error>
 
 #include "qshard/parallel.hpp"
@@ -225,7 +225,7 @@ private:
         return reinterpret_cast<uint8_t*>(b.raw.data());
     }
 
-    // Stored bytes (aligned for their form: chunks start at multiples of 2^15 elements) as float32.
+    // Stored bytes as float32 (raw is aligned for its form: an element boundary of an 8-aligned buffer).
     const float* widen(unsigned worker, const uint8_t* raw, size_t n) {
         if (t_.form == Stored::f32) return reinterpret_cast<const float*>(raw);
         Workspace::Worker& b = space_.workers.at(worker);
