@@ -114,8 +114,9 @@ def test_pieces_shards_and_odd_offsets(tmp_path, isa, target, n):
         assert got == want, (lead, shard_size)
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("form", FORMS)
-def test_tensors_around_the_read_buffer_give_the_serial_bytes(tmp_path, read_buffer, form):
+def test_tensors_around_the_read_buffer_give_the_serial_bytes(tmp_path, read_buffer, form, isa):
     # Read once (fits), just over (the kept chunks plus a re-read tail), much bigger (kept prefix,
     # the rest read twice, split over two workers), and no buffer at all (every chunk read twice).
     read_buffer(BOUND)
@@ -130,7 +131,7 @@ def test_tensors_around_the_read_buffer_give_the_serial_bytes(tmp_path, read_buf
             for threads in (1, 2):
                 (written, rng, got_min, got_scale), got = append(
                     tmp_path, pieces, form, n, target, codes=CODES.get(form, (0.0, 1.0)), lead=1, shard_size=65537,
-                    threads=threads)
+                    isa=isa, threads=threads)
                 assert written and got == want, (n, budget, target, threads)
                 assert rng == _core.minmax(values)
                 if target != "float16":
