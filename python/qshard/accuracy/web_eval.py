@@ -32,10 +32,11 @@ Variant = Callable[[Path, Path], None]  # (float32 model folder, output folder t
 METRICS = ("accuracy", "mae")
 
 
-def write_float32(src: Path, out: Path) -> None:
-    """Every weight of src as float32 (quantized ones dequantized as tfjs does), into out."""
+def write_float32(src: Path, out: Path, values: Optional[Dict[str, object]] = None) -> None:
+    """Every weight of src as float32 (quantized ones dequantized as tfjs does), or as `values` gives
+    it (by name), into out."""
     model = WebModel(src)
-    values = read_weights(src)
+    values = values if values is not None else read_weights(src)
     groups = [[(w.name, values[w.name]) for w in g.weights] for g in model.file.groups]
     with atomic_folder(out, False) as tmp:
         manifest = write_weights(groups, tmp, write_manifest=False)

@@ -1,5 +1,7 @@
-"""qshard mixed WEB_MODEL OUT: the smallest per-weight mix of per-channel / per-tensor dtypes whose
-outputs, run in stock tfjs, stay within a cosine budget of the float model's (graph models)."""
+"""qshard mixed WEB_MODEL OUT: the smallest per-weight mix of dtypes whose outputs, run in stock tfjs,
+stay within a cosine budget of the float model's: per-channel and per-tensor dtypes for graph models,
+per-tensor uint8 / uint16 / float16 / float32 (after optional cross-layer equalization) for layers
+models, written as a model of the same format."""
 from __future__ import annotations
 
 import json
@@ -16,28 +18,37 @@ def run(args) -> int:
     from qshard.accuracy.tfjs_runner import TfjsRunner
     from qshard.accuracy.web_data import load_samples, synthesize
     from qshard.graph.mixed import search_graph_model
+    from qshard.layers.mixed import describe, is_layers_model, search_layers_model
     say = progress(args.quiet)
+    layers = is_layers_model(args.model)
     with TfjsRunner(args.backend) as runner:
         info = runner.load(args.model)
         samples = load_samples(args.data, info) if args.data else synthesize(info, args.samples)
         runner.unload(args.model)
-        result = search_graph_model(args.model, args.output, samples, min_cosine=args.min_cosine, runner=runner,
-                                    equalize=args.equalize, force=args.force, progress=say)
+        find = search_layers_model if layers else search_graph_model
+        result = find(args.model, args.output, samples, min_cosine=args.min_cosine, runner=runner,
+                      equalize=args.equalize, force=args.force, progress=say)
     if say:
         print("\r\033[K", end="", file=sys.stderr)
     if args.json:
         print(json.dumps({"output": args.output, "met": result.met, "worst_cosine": result.cosine,
                           "bytes": result.report.bytes_out, "uint8_bytes": result.uint8_bytes,
                           "evaluations": result.evaluations, "seconds": result.seconds, "choice": result.choice,
+                          "format": "layers-model" if layers else "graph-model", "equalized": result.equalized,
                           "samples": samples.source, "synthetic": samples.synthetic}, indent=1))
         return 0
     if samples.synthetic:
         print(f"qshard: warning: no --data: made-up inputs ({samples.source}); fidelity on them is a guess",
               file=sys.stderr)
+    if layers and args.equalize:
+        print(describe(result))
     counts = ", ".join(f"{n} {c}" for c, n in sorted(Counter(result.choice.values()).items()))
     print(f"worst-sample cosine {result.cosine:.6f} (budget {args.min_cosine}) on {samples.count} samples; "
           f"weights: {counts}")
     widened = [n for n in result.ranking if result.choice[n] not in ("per-channel uint8", "uint8")]
+    if not result.met:
+        print(f"qshard: warning: the budget is NOT met (even float32 gives cosine {result.cosine:.6f}); "
+              f"wrote the closest model found", file=sys.stderr)
     for name in widened[:SHOWN]:
         print(f"  {name}: {result.choice[name]} (alone at its smallest: cosine {1 - result.damage[name]:.6f})")
     if len(widened) > SHOWN:
@@ -51,14 +62,18 @@ def run(args) -> int:
 def add_arguments(parser) -> None:
     """The options only web models take."""
     web = parser.add_argument_group(
-        "web models (MODEL is a graph model folder with model.json, or a model .json file)",
-        "Searches per weight among per-channel uint8 / uint16 (conv, depthwise and matmul filters), per-tensor "
-        "uint8 / uint16 (other weights) and float32, every candidate run in stock tfjs under Node on the samples "
-        "of --data (an .npz with one array per model input; made up from the signature without it): first all at "
-        "the smallest, then each weight alone to rank them by damage per byte, then the shortest prefix of the "
-        "ranking to widen, by bisection.")
+        "web models (MODEL is a graph or layers model folder with model.json, or a model .json file)",
+        "Graph models: searches per weight among per-channel uint8 / uint16 (conv, depthwise and matmul filters), "
+        "per-tensor uint8 / uint16 (other weights) and float32. Layers models (the format has one per-tensor grid "
+        "per weight): among uint8, uint16 or float16 (whichever keeps more of that weight) and float32, written "
+        "as a layers model. Every candidate runs in stock tfjs under Node on the samples of --data (an .npz with "
+        "one array per model input; made up from the signature without it): first all at the smallest, then each "
+        "weight alone to rank them by damage per byte, then the shortest prefix of the ranking to widen, by "
+        "bisection, then what is not needed given back.")
     web.add_argument("--min-cosine", type=float, default=0.999,
                      help="keep the worst-sample cosine to the float model's outputs at least this (default 0.999)")
     web.add_argument("--backend", choices=("cpu", "wasm"), default="cpu", help="tfjs backend of the runs (default cpu)")
-    web.add_argument("--equalize", action="store_true", help="cross-layer equalization before quantizing")
+    web.add_argument("--equalize", action="store_true",
+                     help="cross-layer equalization before quantizing (layers models: conv / depthwise / dense pairs "
+                          "joined by relu, pooling, batch norm and the like; the function and topology are kept)")
     web.add_argument("--samples", type=int, default=8, metavar="N", help="made-up samples without --data (default 8)")

@@ -35,7 +35,7 @@ from qshard.graph.per_channel_model import GraphQuantizeReport, eligible_layers,
 # Levels per kind of weight: 0 is the smallest; the last is float32.
 LADDER = {"filter": ("per-channel uint8", "per-channel uint16", "float32"),
           "other": ("uint8", "uint16", "float32")}
-BYTES = {"per-channel uint8": 1, "uint8": 1, "per-channel uint16": 2, "uint16": 2, "float32": 4}
+BYTES = {"per-channel uint8": 1, "uint8": 1, "per-channel uint16": 2, "uint16": 2, "float16": 2, "float32": 4}
 
 
 @dataclass
@@ -52,6 +52,7 @@ class MixedResult:
     damage: Dict[str, float] = field(default_factory=dict)
     report: Optional[GraphQuantizeReport] = None
     met: bool = False
+    equalized: List[str] = field(default_factory=list)  # layers models: the pairs equalized first
 
 
 def _flags(choice: Dict[str, str]) -> dict:
@@ -94,8 +95,11 @@ class _Search:
             out.append(-1.0 if cos is None or cos != cos else cos)  # NaN (non-finite outputs): fails any budget
         return out
 
+    def ladder(self, name: str) -> tuple:
+        return LADDER[self.kinds[name]]
+
     def level(self, levels: Dict[str, int]) -> Dict[str, str]:
-        return {n: LADDER[self.kinds[n]][levels.get(n, 0)] for n in self.kinds}
+        return {n: self.ladder(n)[levels.get(n, 0)] for n in self.kinds}
 
     def bytes(self, choice: Dict[str, str]) -> int:
         return sum(self.sizes[n] * BYTES[c] for n, c in choice.items())
@@ -119,20 +123,7 @@ def search_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Path
     runner = runner or TfjsRunner(backend)
     try:
         with temporary_folder(f"{out.name}-search", parent) as tmp:  # locked, so that no other run removes it
-            s = _Search(src, samples, runner, tmp, equalize, say)
-            base = s.level({})
-            (cos,) = s.cosines([base], "smallest")
-            result = MixedResult(base, cos, s.bytes(base), s.bytes({n: "uint8" for n in s.kinds}), 0, 0.0)
-            if cos < min_cosine:
-                alone = [{**{m: "float32" for m in s.kinds}, n: base[n]} for n in s.kinds]
-                result.damage = dict(zip(s.kinds, (1.0 - c for c in s.cosines(alone, "sensitivity"))))
-                cost = {n: s.sizes[n] * (BYTES[LADDER[s.kinds[n]][1]] - BYTES[base[n]]) for n in s.kinds}
-                result.ranking = sorted(s.kinds, key=lambda n: -result.damage[n] / max(cost[n], 1))
-                result.choice, cos = _widen(s, result.ranking, min_cosine)
-                if cos >= min_cosine:
-                    result.choice, cos = _give_back(s, result.choice, cos, min_cosine)
-            result.cosine, result.bytes, result.met = cos, s.bytes(result.choice), cos >= min_cosine
-            result.evaluations = s.evaluations
+            result = search(_Search(src, samples, runner, tmp, equalize, say), min_cosine)
     finally:
         if own:
             runner.close()
@@ -141,10 +132,29 @@ def search_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Path
     return result
 
 
-def _widen(s: _Search, ranking: List[str], min_cosine: float):
-    """The shortest prefix of the ranking that keeps the budget when widened one level (the rest at
-    the smallest), else two levels (the rest one level wider), found by bisection; if even the whole
-    ranking at float32 misses, that (the float model's own weights)."""
+def search(s, min_cosine: float) -> MixedResult:
+    """Steps 1-4 over a search state `s` (kinds, sizes, ladder(name), level(levels), bytes(choice),
+    cosines(choices, tag), evaluations): graph models use _Search, layers models their own."""
+    base = s.level({})
+    (cos,) = s.cosines([base], "smallest")
+    result = MixedResult(base, cos, s.bytes(base), s.bytes({n: "uint8" for n in s.kinds}), 0, 0.0)
+    if cos < min_cosine:
+        alone = [{**{m: "float32" for m in s.kinds}, n: base[n]} for n in s.kinds]
+        result.damage = dict(zip(s.kinds, (1.0 - c for c in s.cosines(alone, "sensitivity"))))
+        cost = {n: s.sizes[n] * (BYTES[s.ladder(n)[1]] - BYTES[base[n]]) for n in s.kinds}
+        result.ranking = sorted(s.kinds, key=lambda n: -result.damage[n] / max(cost[n], 1))
+        result.choice, cos = widen(s, result.ranking, min_cosine)
+        if cos >= min_cosine:
+            result.choice, cos = give_back(s, result.choice, cos, min_cosine)
+    result.cosine, result.bytes, result.met = cos, s.bytes(result.choice), cos >= min_cosine
+    result.evaluations = s.evaluations
+    return result
+
+
+def widen(s, ranking: List[str], min_cosine: float) -> tuple:
+    """(choice, cosine): the shortest prefix of the ranking that keeps the budget when widened one
+    level (the rest at the smallest), else two levels (the rest one level wider), found by bisection;
+    if even the whole ranking at float32 misses, that (the float model's own weights)."""
     for level in (1, 2):
         def choice(k: int, level=level) -> Dict[str, str]:
             return s.level({n: level if i < k else level - 1 for i, n in enumerate(ranking)})
@@ -163,13 +173,14 @@ def _widen(s: _Search, ranking: List[str], min_cosine: float):
     return choice(len(ranking)), best
 
 
-def _give_back(s: _Search, choice: Dict[str, str], cos: float, min_cosine: float):
-    """Narrow widened weights one level where the budget still holds, the largest saving first."""
-    level = {n: LADDER[s.kinds[n]].index(c) for n, c in choice.items()}
-    saving = {n: s.sizes[n] * (BYTES[choice[n]] - BYTES[LADDER[s.kinds[n]][level[n] - 1]])
+def give_back(s, choice: Dict[str, str], cos: float, min_cosine: float) -> tuple:
+    """(choice, cosine) after narrowing widened weights one level where the budget still holds, the
+    largest saving first."""
+    level = {n: s.ladder(n).index(c) for n, c in choice.items()}
+    saving = {n: s.sizes[n] * (BYTES[choice[n]] - BYTES[s.ladder(n)[level[n] - 1]])
               for n in choice if level[n] > 0}
     for n in sorted(saving, key=lambda n: -saving[n]):
-        trial = dict(choice, **{n: LADDER[s.kinds[n]][level[n] - 1]})
+        trial = dict(choice, **{n: s.ladder(n)[level[n] - 1]})
         (c,) = s.cosines([trial], "give-back")
         if c >= min_cosine:
             choice, cos = trial, c

@@ -1,0 +1,145 @@
+"""The smallest tfjs layers model that keeps a fidelity budget on sample inputs, run in stock tfjs.
+
+The layers format stores one per-tensor grid per weight and tfjs-layers builds the layers itself, so
+per weight the choice is uint8, then uint16 or float16 (whichever keeps more SQNR for that weight:
+float16 for values spread over orders of magnitude, such as batch-norm variances), then float32.
+The search is graph models' (qshard.graph.mixed.search: everything at uint8, each weight alone to rank
+them by damage per byte, the shortest prefix of the ranking widened found by bisection, then give
+back), every candidate written as a layers model and run in tfjs. With equalize=True the weights are
+first equalized across layer pairs (qshard.layers.equalize), which keeps the function and topology.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Union
+
+from ..accuracy import fidelity
+from ..accuracy.tfjs_runner import TfjsRunner
+from ..accuracy.weight_error import tensor_error
+from ..accuracy.web_data import Samples
+from ..accuracy.web_eval import write_float32
+from ..errors import ModelInputError
+from ..formats.outputs import check_new_folder, temporary_folder
+from ..graph.mixed import BYTES, MixedResult, search
+from ..tfjs import WebModel, quantize_model, read_weights
+from .equalize import equalize as equalize_pairs
+from .equalize import find_pairs, read_layers
+
+Say = Callable[[str], None]
+
+
+def is_layers_model(path: Union[str, os.PathLike]) -> bool:
+    """Whether the model JSON at path (or in the folder) is a tfjs layers model."""
+    model = WebModel(path, check=False)
+    fmt = model.file.document.get("format")
+    return fmt == "layers-model" or (fmt is None and "node" not in (model.file.document.get("modelTopology") or {}))
+
+
+def write_equalized(src: Path, out: Path) -> List[str]:
+    """src's weights as float32, equalized across layer pairs, into out; 'producer -> reader' per pair."""
+    where = str(WebModel(src).file.path)
+    values = read_weights(src)
+    layers, outputs = read_layers(WebModel(src).file.document, where)
+    pairs = equalize_pairs(find_pairs(layers, outputs), values)
+    write_float32(src, out, values)
+    return [f"{p.producer.name} -> {p.reader.name}" for p in pairs]
+
+
+def _flags(choice: Dict[str, str]) -> dict:
+    by: Dict[str, List[str]] = {}
+    for name, level in choice.items():
+        by.setdefault(level, []).append(glob.escape(name))
+    # An empty list would be a bare flag (every weight): absent levels are None.
+    return {"uint8": by.get("uint8"), "uint16": by.get("uint16"), "float16": by.get("float16"),
+            "keep": by.get("float32")}
+
+
+class LayersSearch:
+    """The search state qshard.graph.mixed.search works on, for a layers model: candidates are
+    written from the float32 (possibly equalized) weights by quantize_model."""
+
+    def __init__(self, reference: Path, floats: Path, samples: Samples, runner: TfjsRunner, work: Path, say: Say):
+        self.floats, self.samples, self.runner, self.work, self.say = floats, samples, runner, work, say
+        self.evaluations = 0
+        values = read_weights(floats)
+        specs = [s for s in WebModel(floats).specs if s.dtype == "float32" and s.size > 1]
+        errors = {s.name: tensor_error(s.name, values[s.name]) for s in specs}
+        # The 2-byte level: uint16 unless float16 keeps more SQNR (NaN/Inf tensors stay float32 anyway).
+        self.kinds = {n: "float16" if (e.sqnr("float16") or 0) > (e.sqnr("uint16") or 0) else "uint16"
+                      for n, e in errors.items()}
+        self.sizes = {s.name: s.size for s in specs}
+        self.reference = runner.run(reference, samples.inputs).outputs
+        runner.unload(reference)
+
+    def ladder(self, name: str) -> tuple:
+        return ("uint8", self.kinds[name], "float32")
+
+    def level(self, levels: Dict[str, int]) -> Dict[str, str]:
+        return {n: self.ladder(n)[levels.get(n, 0)] for n in self.kinds}
+
+    def bytes(self, choice: Dict[str, str]) -> int:
+        return sum(self.sizes[n] * BYTES[c] for n, c in choice.items())
+
+    def write(self, choice: Dict[str, str], folder: Path, force: bool = False):
+        """The candidate `choice` as a layers model in folder; the QuantizeReport."""
+        return quantize_model(self.floats, folder, force=force, **_flags(choice))
+
+    def cosines(self, choices: List[Dict[str, str]], tag: str) -> List[float]:
+        """Worst-sample cosine of each choice, each written, run in tfjs and removed in turn."""
+        out = []
+        for i, choice in enumerate(choices):
+            self.say(f"{tag}: candidate {i + 1} of {len(choices)}")
+            folder = self.work / f"{tag}{i}"
+            self.write(choice, folder)
+            outputs = self.runner.run(folder, self.samples.inputs).outputs
+            self.runner.unload(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            self.evaluations += 1
+            cos = fidelity.compare(self.reference, outputs, []).worst_cosine
+            out.append(-1.0 if cos is None or cos != cos else cos)  # NaN (non-finite outputs): fails any budget
+        return out
+
+
+def search_layers_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], samples: Samples, *,
+                        min_cosine: float = 0.999, runner: Optional[TfjsRunner] = None, backend: str = "cpu",
+                        equalize: bool = False, force: bool = False, progress: Optional[Say] = None) -> MixedResult:
+    """Write the smallest layers model found whose worst-sample cosine to the float model, run in stock
+    tfjs on `samples`, is >= min_cosine; per weight uint8, uint16 or float16, or float32. The result's
+    `equalized` lists the layer pairs equalized first (equalize=True)."""
+    start = time.perf_counter()
+    src, out = Path(src), Path(out_dir)
+    given = WebModel(src)
+    if not is_layers_model(given.file.path):
+        raise ModelInputError(f"{given.file.path}: not a tfjs layers model (format {given.file.document.get('format')})")
+    check_new_folder(out, force, given.files())  # before the search, which takes long
+    say = progress or (lambda _text: None)
+    parent = out.parent if str(out.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    own = runner is None
+    runner = runner or TfjsRunner(backend)
+    try:
+        with temporary_folder(f"{out.name}-search", parent) as tmp:  # locked, so that no other run removes it
+            say("writing the float32 model")
+            reference, floats = Path(tmp) / "float32", Path(tmp) / "start"
+            write_float32(given.file.path, reference)
+            pairs = write_equalized(reference, floats) if equalize else []
+            s = LayersSearch(reference, floats if equalize else reference, samples, runner, Path(tmp), say)
+            result = search(s, min_cosine)
+            result.report = s.write(result.choice, out, force=force)
+    finally:
+        if own:
+            runner.close()
+    result.equalized = pairs
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def describe(result: MixedResult) -> str:
+    """One line on the equalization done, for the command's output."""
+    pairs = result.equalized
+    return f"equalized {len(pairs)} layer pair(s): {', '.join(pairs[:6])}{' ...' if len(pairs) > 6 else ''}"
+
