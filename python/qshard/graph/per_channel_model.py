@@ -29,6 +29,9 @@ from qshard.graph.per_channel import (ChannelCodes, Choice, LayerRewrite, Rewrit
 from qshard.graph.shapes import ShapeInference
 
 NOT_GRAPH = "per-channel quantization needs a graph model (model.json with format graph-model)"
+LAYERS_HINT = ("; for a layers model, `qshard mixed MODEL OUT --data SAMPLES --equalize` keeps a budget with "
+               "per-tensor dtypes after cross-layer equalization, and `qshard convert KERAS_FILE OUT --to graph` "
+               "makes a graph model of its Keras source")
 
 
 @dataclass
@@ -71,7 +74,8 @@ def open_graph(src: Union[str, os.PathLike]) -> Tuple[WebModel, dict, GraphView]
     doc = model.file.document
     if doc is None or doc.get("format") != "graph-model":
         kind = "a weights manifest" if doc is None else f"a {doc.get('format') or 'model without a format'}"
-        raise QshardError(f"{model.file.path}: {NOT_GRAPH}; this is {kind}")
+        hint = LAYERS_HINT if doc is not None and doc.get("format") == "layers-model" else ""
+        raise QshardError(f"{model.file.path}: {NOT_GRAPH}; this is {kind}{hint}")
     topology = doc.get("modelTopology")
     if not isinstance(topology, dict) or not isinstance(topology.get("node"), list):
         raise QshardError(f"{model.file.path}: modelTopology has no node list")

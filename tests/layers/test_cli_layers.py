@@ -1,0 +1,54 @@
+"""qshard eval / mixed on a tfjs layers model from the command line, as a user runs them; the outputs
+run again in stock tfjs (Node)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from qshard.accuracy import fidelity
+
+
+def qshard(*args):
+    return subprocess.run([sys.executable, "-m", "qshard", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_eval_and_mixed_on_a_layers_model(wide_layers, tfjs_runner, tmp_path, node):
+    src, data, x = wide_layers
+    ev = qshard("eval", src, "--data", data, "--json")
+    assert ev.returncode == 0, ev.stderr
+    table = json.loads(ev.stdout)
+    assert table["format"] == "layers-model" and table["sample_count"] == 12 and not table["synthetic"]
+    cos = {r["name"]: r["worst_cosine"] for r in table["rows"]}
+    assert cos["float32"] == pytest.approx(1.0) and cos["float16"] > 0.9999 and cos["uint8"] < 0.9
+    text = qshard("eval", src, "--data", data)
+    assert text.returncode == 0 and "(layers-model)" in text.stdout and "worst cos" in text.stdout
+
+    run = qshard("mixed", src, tmp_path / "out", "--data", data, "--min-cosine", "0.999", "--equalize")
+    assert run.returncode == 0, run.stderr
+    assert "equalized 3 layer pair(s): c1 -> dw, dw -> c2, c2 -> fc" in run.stdout
+    assert "budget 0.999) on 12 samples" in run.stdout and "models run in tfjs (cpu)" in run.stdout
+    ref, got = tfjs_runner.run(src, {"image": x}).outputs, tfjs_runner.run(tmp_path / "out", {"image": x}).outputs
+    assert fidelity.compare(ref, got).worst_cosine >= 0.999
+    assert json.loads((tmp_path / "out" / "model.json").read_text())["format"] == "layers-model"
+
+    plain = qshard("mixed", src, tmp_path / "plain", "--data", data, "--min-cosine", "0.999", "--json")
+    assert plain.returncode == 0, plain.stderr
+    result = json.loads(plain.stdout)
+    assert result["met"] and result["format"] == "layers-model" and result["equalized"] == []
+    assert set(result["choice"].values()) & {"uint16", "float16", "float32"}  # widened without equalization
+
+
+def test_layers_model_refusals_are_one_line(wide_layers, tmp_path):
+    src, data, _ = wide_layers
+    per_channel = qshard("quantize", src, tmp_path / "q", "--uint8", "--per-channel")
+    assert per_channel.returncode == 2 and "needs a graph model" in per_channel.stderr
+    assert "qshard mixed" in per_channel.stderr and "Traceback" not in per_channel.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.json").write_bytes((src / "model.json").read_bytes())  # no shards
+    run = qshard("mixed", broken, tmp_path / "out", "--data", data)
+    assert run.returncode == 2 and "Traceback" not in run.stderr and str(broken) in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -1,0 +1,127 @@
+"""qshard.layers: cross-layer equalization on a layers model's weights and the mixed-precision search,
+every model run in stock tfjs (Node); the failure reproduced by the fixture in conftest.py."""
+import json
+
+import numpy as np
+import pytest
+
+from qshard.accuracy import fidelity
+from qshard.accuracy.web_data import Samples
+from qshard.errors import ModelInputError
+from qshard.layers.equalize import find_pairs, read_layers
+from qshard.layers.mixed import search_layers_model, write_equalized
+from qshard.tfjs import WebModel, quantize_model, read_weights
+
+BUDGET = 0.999
+
+
+def channel_spread(kernel):
+    """Largest over smallest output-channel range."""
+    r = np.abs(kernel.reshape(-1, kernel.shape[-1])).max(axis=0)
+    return r.max() / r.min()
+
+
+def cosine(runner, reference, folder, x):
+    ref, got = runner.run(reference, {"image": x}).outputs, runner.run(folder, {"image": x}).outputs
+    return fidelity.compare(ref, got).worst_cosine, got
+
+
+@pytest.mark.slow
+def test_equalization_keeps_the_function_and_narrows_the_channels(wide_layers, tfjs_runner, tmp_path):
+    src, _, x = wide_layers
+    pairs = write_equalized(src, tmp_path / "eq")
+    assert pairs == ["c1 -> dw", "dw -> c2", "c2 -> fc"]  # through batch norm + ReLU, pooling, Flatten
+    before, after = read_weights(src), read_weights(tmp_path / "eq")
+    assert channel_spread(before["c1/kernel"]) > 100 and channel_spread(after["c1/kernel"]) < 20
+    assert channel_spread(before["c2/kernel"]) > 100 and channel_spread(after["c2/kernel"]) < 20
+    assert not np.allclose(before["bn1/beta"], after["bn1/beta"])  # the batch norm took the factor
+    np.testing.assert_array_equal(before["bn1/moving_variance"], after["bn1/moving_variance"])
+    ref, got = tfjs_runner.run(src, {"image": x}).outputs, tfjs_runner.run(tmp_path / "eq", {"image": x}).outputs
+    scale = np.abs(ref["fc"]).max()
+    assert np.abs(got["fc"] - ref["fc"]).max() <= 1e-4 * scale
+    # per-tensor uint8: collapses as given, holds once equalized
+    quantize_model(src, tmp_path / "u8", uint8=True)
+    quantize_model(tmp_path / "eq", tmp_path / "eq-u8", uint8=True)
+    assert cosine(tfjs_runner, src, tmp_path / "u8", x)[0] < 0.99
+    assert cosine(tfjs_runner, src, tmp_path / "eq-u8", x)[0] > cosine(tfjs_runner, src, tmp_path / "u8", x)[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("equalize", [False, True])
+def test_search_meets_the_budget_all_uint8_misses(wide_layers, tfjs_runner, tmp_path, equalize):
+    src, _, x = wide_layers
+    quantize_model(src, tmp_path / "u8", uint8=True)
+    assert cosine(tfjs_runner, src, tmp_path / "u8", x)[0] < BUDGET
+    samples = Samples({"image": x}, None, "test")
+    result = search_layers_model(src, tmp_path / "out", samples, min_cosine=BUDGET, runner=tfjs_runner,
+                                 equalize=equalize)
+    assert result.met and result.cosine >= BUDGET
+    assert bool(result.equalized) == equalize
+    doc = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert doc["format"] == "layers-model" and doc["modelTopology"] == WebModel(src).file.document["modelTopology"]
+    stored = {w["name"]: w.get("quantization", {}).get("dtype", "float32")
+              for g in doc["weightsManifest"] for w in g["weights"]}
+    assert stored == result.choice  # every weight as chosen (all have > 1 element)
+    assert "uint8" in stored.values() and set(stored.values()) - {"uint8"}  # mixed, not all one dtype
+    float_bytes = sum(s.size * 4 for s in WebModel(src).specs)
+    assert result.report.bytes_out == result.bytes < float_bytes / 2
+    worst, _ = cosine(tfjs_runner, src, tmp_path / "out", x)  # stock tfjs loads it and the budget holds
+    assert worst >= BUDGET and abs(worst - result.cosine) < 1e-6
+
+
+def test_a_graph_model_or_a_bad_topology_is_refused(tmp_path, wide_layers):
+    src, _, x = wide_layers
+    doc = json.loads((src / "model.json").read_text())
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in src.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    doc["modelTopology"] = {"class_name": "Model", "config": {"layers": "none"}}
+    (bad / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelInputError, match="no list of layers"):
+        write_equalized(bad, tmp_path / "eq")
+    doc["format"] = "graph-model"
+    (bad / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelInputError, match="not a tfjs layers model"):
+        search_layers_model(bad, tmp_path / "out", Samples({"image": x}, None, "test"))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "eq").exists()
+
+
+def layer(cls, name, inputs, **config):
+    return {"class_name": cls, "config": dict(name=name, **config), "name": name,
+            "inbound_nodes": [[[i, 0, 0, {}] for i in inputs]] if inputs else []}
+
+
+def functional(*layers, outputs=("out",)):
+    return {"modelTopology": {"class_name": "Model", "config": {
+        "layers": list(layers), "input_layers": [["in", 0, 0]], "output_layers": [[o, 0, 0] for o in outputs]}}}
+
+
+def pairs_of(document):
+    return [(p.producer.name, p.reader.name) for p in find_pairs(*read_layers(document, "model.json"))]
+
+
+def test_pairs_stop_where_a_positive_factor_does_not_commute():
+    base = [layer("InputLayer", "in", []), layer("Conv2D", "a", ["in"], activation="relu")]
+    assert pairs_of(functional(*base, layer("Conv2D", "out", ["a"]))) == [("a", "out")]
+    for stop in (layer("ReLU", "s", ["a"], max_value=6.0), layer("Activation", "s", ["a"], activation="sigmoid"),
+                 layer("BatchNormalization", "s", ["a"], axis=1), layer("Reshape", "s", ["a"]),
+                 layer("UpSampling2D", "s", ["a"], interpolation="bilinear")):
+        assert pairs_of(functional(*base, stop, layer("Conv2D", "out", ["s"]))) == []
+    relu6 = [layer("InputLayer", "in", []), layer("Conv2D", "a", ["in"], activation="relu6")]
+    assert pairs_of(functional(*relu6, layer("Conv2D", "out", ["a"]))) == []
+    # two readers (a residual branch), a model output on the way, a layer called twice
+    two = functional(*base, layer("Conv2D", "b", ["a"]), layer("Add", "out", ["a", "b"]))
+    assert pairs_of(two) == []
+    assert pairs_of(functional(*base, layer("Conv2D", "out", ["a"]), outputs=("a", "out"))) == []
+    shared = layer("Conv2D", "out", ["a"])
+    shared["inbound_nodes"].append([["in", 0, 0, {}]])
+    assert pairs_of(functional(*base, shared)) == []
+    # Flatten reaches a Dense only; Sequential models chain their layers
+    flat = functional(*base, layer("Flatten", "f", ["a"]), layer("Conv2D", "out", ["f"]))
+    assert pairs_of(flat) == []
+    seq = {"modelTopology": {"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "Dense", "config": {"name": "d1", "activation": "relu", "batch_input_shape": [None, 4]}},
+        {"class_name": "Dropout", "config": {"name": "drop"}},
+        {"class_name": "Dense", "config": {"name": "d2", "activation": "softmax"}}]}}}
+    assert pairs_of(seq) == [("d1", "d2")]
