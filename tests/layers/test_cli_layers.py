@@ -4,9 +4,11 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from qshard.accuracy import fidelity
+from support.pc_graphs import MODELS
 
 
 def qshard(*args):
@@ -34,10 +36,14 @@ def test_eval_and_mixed_on_a_layers_model(wide_layers, tfjs_runner, tmp_path, no
     assert fidelity.compare(ref, got).worst_cosine >= 0.999
     assert json.loads((tmp_path / "out" / "model.json").read_text())["format"] == "layers-model"
 
-    plain = qshard("mixed", src, tmp_path / "plain", "--data", data, "--min-cosine", "0.999", "--json")
+    plain = qshard("mixed", src, tmp_path / "plain", "--data", data, "--min-cosine", "0.999", "--json",
+                   "--bias-correction")
     assert plain.returncode == 0, plain.stderr
     result = json.loads(plain.stdout)
     assert result["met"] and result["format"] == "layers-model" and result["equalized"] == []
+    assert result["bias_corrected"] == ["c1", "c2", "dw", "fc"]
+    got = tfjs_runner.run(tmp_path / "plain", {"image": x}).outputs
+    assert fidelity.compare(ref, got).worst_cosine >= 0.999
     assert set(result["choice"].values()) & {"uint16", "float16", "float32"}  # widened without equalization
 
 
@@ -52,3 +58,10 @@ def test_layers_model_refusals_are_one_line(wide_layers, tmp_path):
     run = qshard("mixed", broken, tmp_path / "out", "--data", data)
     assert run.returncode == 2 and "Traceback" not in run.stderr and str(broken) in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_bias_correction_is_refused_for_a_graph_model(tmp_path, node):
+    graph = MODELS["folded_batch_norm"](tmp_path / "graph", np.random.default_rng(7))
+    run = qshard("mixed", graph, tmp_path / "out", "--bias-correction", "--samples", "1")
+    assert run.returncode == 2 and "--bias-correction is for layers models" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "out").exists()

@@ -125,3 +125,42 @@ def test_pairs_stop_where_a_positive_factor_does_not_commute():
         {"class_name": "Dropout", "config": {"name": "drop"}},
         {"class_name": "Dense", "config": {"name": "d2", "activation": "softmax"}}]}}}
     assert pairs_of(seq) == [("d1", "d2")]
+
+
+@pytest.fixture(scope="module")
+def offset_mlp(tmp_path_factory, keras):
+    """A Sequential Dense -> ReLU -> Dense model on inputs whose mean is far from 0, where a quantized
+    kernel shifts the layer's output mean; (folder, x, float weights)."""
+    from qshard.keras.convert import save_web_model
+    rng = np.random.default_rng(5)
+    model = keras.Sequential([keras.Input((24,)), keras.layers.Dense(16, name="d1"),
+                              keras.layers.ReLU(name="act"), keras.layers.Dense(4, name="d2")])
+    k, b = model.get_layer("d1").get_weights()
+    model.get_layer("d1").set_weights([k * np.linspace(0.01, 3, 16, dtype=np.float32), b])
+    folder = tmp_path_factory.mktemp("offset") / "model"
+    save_web_model(model, folder)
+    x = (rng.standard_normal((32, 24)) + 3).astype(np.float32)
+    return folder, x, read_weights(folder)
+
+
+def test_bias_correction_takes_out_the_mean_shift(offset_mlp, tfjs_runner, tmp_path):
+    from qshard.accuracy.weight_error import roundtrip
+    from qshard.layers.bias import corrected, find_targets, input_means
+    folder, x, w = offset_mlp
+    doc = WebModel(folder).file.document
+    assert doc["modelTopology"]["class_name"] == "Sequential"  # the probe rebuilds it as a functional model
+    targets = find_targets(*read_layers(doc, "model.json"), w)
+    assert [(t.layer.name, t.shifted) for t in targets] == [("d1", "d1/bias"), ("d2", "d2/bias")]
+    (key,) = [i.key for i in tfjs_runner.load(folder).inputs]
+    means = input_means(folder, targets, Samples({key: x}, None, "test"), tfjs_runner, tmp_path)
+    hidden = np.maximum(x.astype(np.float64) @ w["d1/kernel"] + w["d1/bias"], 0)
+    np.testing.assert_allclose(means["d1"], x.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(means["d2"], hidden.mean(axis=0), rtol=1e-4, atol=1e-6)
+    choice = {"d1/kernel": "uint8", "d2/kernel": "uint8"}
+    fixed = corrected(w, targets, means, choice)
+    for layer, mean in (("d1", x.mean(axis=0)), ("d2", hidden.mean(axis=0))):
+        kq = roundtrip(w[f"{layer}/kernel"], "uint8").astype(np.float64)
+        want = mean @ w[f"{layer}/kernel"] + w[f"{layer}/bias"]
+        plain, fixed_mean = mean @ kq + w[f"{layer}/bias"], mean @ kq + fixed[f"{layer}/bias"]
+        assert np.abs(fixed_mean - want).max() < 1e-3 * np.abs(plain - want).max()
+    assert corrected(w, targets, means, {})["d1/bias"] is w["d1/bias"]  # float32 kernels: nothing to correct

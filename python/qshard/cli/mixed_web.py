@@ -9,8 +9,13 @@ import sys
 from collections import Counter
 
 from qshard.cli.common import progress
+from qshard.errors import ModelInputError
 
 SHOWN = 10  # widened weights listed by name
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 def run(args) -> int:
@@ -25,23 +30,28 @@ def run(args) -> int:
         info = runner.load(args.model)
         samples = load_samples(args.data, info) if args.data else synthesize(info, args.samples)
         runner.unload(args.model)
+        if args.bias_correction and not layers:
+            raise ModelInputError(f"{info.path}: --bias-correction is for layers models (graph models: per-channel)")
+        extra = {"bias_correction": args.bias_correction} if layers else {}
         find = search_layers_model if layers else search_graph_model
         result = find(args.model, args.output, samples, min_cosine=args.min_cosine, runner=runner,
-                      equalize=args.equalize, force=args.force, progress=say)
+                      equalize=args.equalize, force=args.force, progress=say, **extra)
     if say:
         print("\r\033[K", end="", file=sys.stderr)
     if args.json:
         print(json.dumps({"output": args.output, "met": result.met, "worst_cosine": result.cosine,
                           "bytes": result.report.bytes_out, "uint8_bytes": result.uint8_bytes,
                           "evaluations": result.evaluations, "seconds": result.seconds, "choice": result.choice,
-                          "format": "layers-model" if layers else "graph-model", "equalized": result.equalized,
+                          "format": "layers-model" if layers else "graph-model",
+                          "equalized": result.equalized if layers else None,
+                          "bias_corrected": result.bias_corrected if layers else None,
                           "samples": samples.source, "synthetic": samples.synthetic}, indent=1))
         return 0
     if samples.synthetic:
         print(f"qshard: warning: no --data: made-up inputs ({samples.source}); fidelity on them is a guess",
               file=sys.stderr)
-    if layers and args.equalize:
-        print(describe(result))
+    for line in describe(result) if layers else []:
+        print(line)
     counts = ", ".join(f"{n} {c}" for c, n in sorted(Counter(result.choice.values()).items()))
     print(f"worst-sample cosine {result.cosine:.6f} (budget {args.min_cosine}) on {samples.count} samples; "
           f"weights: {counts}")
@@ -54,7 +64,7 @@ def run(args) -> int:
     if len(widened) > SHOWN:
         print(f"  and {len(widened) - SHOWN} more widened")
     print(f"{result.evaluations} models run in tfjs ({runner.backend}), {result.seconds:.1f} s; "
-          f"wrote {args.output}: {result.report.bytes_out / 1e6:.2f} MB of weights "
+          f"wrote {args.output}: {_size(result.report.bytes_out)} of weights "
           f"({result.bytes / max(result.uint8_bytes, 1):.2f}x all-uint8)")
     return 0
 
@@ -76,4 +86,7 @@ def add_arguments(parser) -> None:
     web.add_argument("--equalize", action="store_true",
                      help="cross-layer equalization before quantizing (layers models: conv / depthwise / dense pairs "
                           "joined by relu, pooling, batch norm and the like; the function and topology are kept)")
+    web.add_argument("--bias-correction", action="store_true",
+                     help="layers models: correct each quantized conv / depthwise / dense layer's bias (or the batch "
+                          "norm after it) for the mean shift its kernel's quantization causes on the samples")
     web.add_argument("--samples", type=int, default=8, metavar="N", help="made-up samples without --data (default 8)")

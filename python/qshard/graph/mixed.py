@@ -52,7 +52,6 @@ class MixedResult:
     damage: Dict[str, float] = field(default_factory=dict)
     report: Optional[GraphQuantizeReport] = None
     met: bool = False
-    equalized: List[str] = field(default_factory=list)  # layers models: the pairs equalized first
 
 
 def _flags(choice: Dict[str, str]) -> dict:

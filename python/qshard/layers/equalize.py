@@ -40,6 +40,7 @@ class Layer:
     config: dict
     inputs: List[str] = field(default_factory=list)
     calls: int = 1
+    sources: List[list] = field(default_factory=list)  # [layer, node index, tensor index] per input
 
 
 @dataclass
@@ -53,11 +54,12 @@ class Pair:
     flattened: bool = False
 
 
-def _node_inputs(node, where: str) -> List[str]:
-    """The layer names of one Keras 2 inbound node ([[name, node_index, tensor_index, kwargs], ...])."""
+def _node_inputs(node, where: str) -> List[list]:
+    """[layer, node index, tensor index] per input of one Keras 2 inbound node ([[name, node_index,
+    tensor_index, kwargs], ...])."""
     try:
-        return [str(entry[0]) for entry in node]
-    except (TypeError, IndexError, KeyError) as error:
+        return [[str(entry[0]), int(entry[1]), int(entry[2])] for entry in node]
+    except (TypeError, ValueError, IndexError, KeyError) as error:
         raise ModelInputError(f"{where}: an inbound node is not in the Keras 2 form tfjs-layers reads") from error
 
 
@@ -78,11 +80,12 @@ def read_layers(document: dict, where: str) -> Tuple[List[Layer], set]:
         conf = entry.get("config") if isinstance(entry.get("config"), dict) else {}
         layer = Layer(str(conf.get("name", entry.get("name"))), str(entry.get("class_name")), conf)
         if topology.get("class_name") == "Sequential":
-            layer.inputs = [layers[-1].name] if layers else []
+            layer.sources = [[layers[-1].name, 0, 0]] if layers else []
         else:
             nodes = entry.get("inbound_nodes") or []
             layer.calls = len(nodes)
-            layer.inputs = _node_inputs(nodes[0], where) if nodes else []
+            layer.sources = _node_inputs(nodes[0], where) if nodes else []
+        layer.inputs = [source[0] for source in layer.sources]
         layers.append(layer)
     if topology.get("class_name") == "Sequential":
         outputs = {layers[-1].name} if layers else set()
@@ -104,7 +107,8 @@ def _passes(layer: Layer) -> bool:
     return layer.cls in PASS and c.get("data_format", "channels_last") == "channels_last"
 
 
-def _is_filter(layer: Layer) -> bool:
+def is_filter(layer: Layer) -> bool:
+    """A conv / depthwise / dense layer called once, channels last, not grouped."""
     c = layer.config
     return (layer.cls in FILTERS and layer.calls == 1 and c.get("data_format", "channels_last") == "channels_last"
             and c.get("groups", 1) == 1)
@@ -118,7 +122,7 @@ def find_pairs(layers: List[Layer], outputs: set) -> List[Pair]:
             readers.setdefault(name, []).append(layer)
     pairs = []
     for producer in layers:
-        if not _is_filter(producer) or producer.config.get("activation") not in HOMOGENEOUS:
+        if not is_filter(producer) or producer.config.get("activation") not in HOMOGENEOUS:
             continue
         at, norms, flattened = producer, [], False
         while True:
@@ -126,7 +130,7 @@ def find_pairs(layers: List[Layer], outputs: set) -> List[Pair]:
             if at.name in outputs or len(after) != 1 or after[0].calls != 1 or len(after[0].inputs) != 1:
                 break
             nxt = after[0]
-            if _is_filter(nxt) and (not flattened or nxt.cls == "Dense"):
+            if is_filter(nxt) and (not flattened or nxt.cls == "Dense"):
                 pairs.append(Pair(producer, nxt, norms, flattened))
                 break
             if flattened or not (_passes(nxt) or nxt.cls == "Flatten"):

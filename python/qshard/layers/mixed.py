@@ -6,14 +6,16 @@ float16 for values spread over orders of magnitude, such as batch-norm variances
 The search is graph models' (qshard.graph.mixed.search: everything at uint8, each weight alone to rank
 them by damage per byte, the shortest prefix of the ranking widened found by bisection, then give
 back), every candidate written as a layers model and run in tfjs. With equalize=True the weights are
-first equalized across layer pairs (qshard.layers.equalize), which keeps the function and topology.
+first equalized across layer pairs (qshard.layers.equalize), which keeps the function and topology;
+with bias_correction=True each candidate's biases take out the mean shift its quantized kernels cause
+on the samples (qshard.layers.bias), so the search sees, and writes, the corrected model.
 """
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
 
@@ -24,8 +26,10 @@ from ..accuracy.web_data import Samples
 from ..accuracy.web_eval import write_float32
 from ..errors import ModelInputError
 from ..formats.outputs import check_new_folder, temporary_folder
+from ..formats.webmodel import QuantizeReport, write_model
 from ..graph.mixed import BYTES, MixedResult, search
-from ..tfjs import WebModel, quantize_model, read_weights
+from ..tfjs import WebModel, read_weights
+from .bias import corrected, find_targets, input_means
 from .equalize import equalize as equalize_pairs
 from .equalize import find_pairs, read_layers
 
@@ -49,25 +53,22 @@ def write_equalized(src: Path, out: Path) -> List[str]:
     return [f"{p.producer.name} -> {p.reader.name}" for p in pairs]
 
 
-def _flags(choice: Dict[str, str]) -> dict:
-    by: Dict[str, List[str]] = {}
-    for name, level in choice.items():
-        by.setdefault(level, []).append(glob.escape(name))
-    # An empty list would be a bare flag (every weight): absent levels are None.
-    return {"uint8": by.get("uint8"), "uint16": by.get("uint16"), "float16": by.get("float16"),
-            "keep": by.get("float32")}
-
-
 class LayersSearch:
     """The search state qshard.graph.mixed.search works on, for a layers model: candidates are
-    written from the float32 (possibly equalized) weights by quantize_model."""
+    written from the float32 (possibly equalized) weights, biases corrected for each candidate's
+    kernels when bias_correction is given (targets and input means, qshard.layers.bias)."""
 
-    def __init__(self, reference: Path, floats: Path, samples: Samples, runner: TfjsRunner, work: Path, say: Say):
-        self.floats, self.samples, self.runner, self.work, self.say = floats, samples, runner, work, say
+    def __init__(self, reference: Path, floats: Path, samples: Samples, runner: TfjsRunner, work: Path, say: Say,
+                 bias_correction: Optional[tuple] = None):
+        self.samples, self.runner, self.work, self.say = samples, runner, work, say
         self.evaluations = 0
-        values = read_weights(floats)
-        specs = [s for s in WebModel(floats).specs if s.dtype == "float32" and s.size > 1]
-        errors = {s.name: tensor_error(s.name, values[s.name]) for s in specs}
+        self.bias_correction = bias_correction
+        model = WebModel(floats)
+        self.values = read_weights(floats)
+        self.document = {k: v for k, v in model.file.document.items() if k != "weightsManifest"}
+        self.names = [s.name for s in model.specs]
+        specs = [s for s in model.specs if s.dtype == "float32" and s.size > 1]
+        errors = {s.name: tensor_error(s.name, self.values[s.name]) for s in specs}
         # The 2-byte level: uint16 unless float16 keeps more SQNR (NaN/Inf tensors stay float32 anyway).
         self.kinds = {n: "float16" if (e.sqnr("float16") or 0) > (e.sqnr("uint16") or 0) else "uint16"
                       for n, e in errors.items()}
@@ -84,9 +85,13 @@ class LayersSearch:
     def bytes(self, choice: Dict[str, str]) -> int:
         return sum(self.sizes[n] * BYTES[c] for n, c in choice.items())
 
-    def write(self, choice: Dict[str, str], folder: Path, force: bool = False):
+    def write(self, choice: Dict[str, str], folder: Path, force: bool = False, inputs=()) -> QuantizeReport:
         """The candidate `choice` as a layers model in folder; the QuantizeReport."""
-        return quantize_model(self.floats, folder, force=force, **_flags(choice))
+        values = corrected(self.values, *self.bias_correction, choice) if self.bias_correction else self.values
+        report, _ = QuantizeReport.plan(self.names, folder, None, None, None, None)
+        targets = {n: d for n, d in choice.items() if d != "float32"}
+        return write_model(self.document, [(n, values[n]) for n in self.names], folder, report, targets,
+                           force=force, inputs=inputs)
 
     def cosines(self, choices: List[Dict[str, str]], tag: str) -> List[float]:
         """Worst-sample cosine of each choice, each written, run in tfjs and removed in turn."""
@@ -104,12 +109,22 @@ class LayersSearch:
         return out
 
 
+@dataclass
+class LayersMixedResult(MixedResult):
+    """What search_layers_model chose, with the weight-side transforms done first."""
+
+    equalized: List[str] = field(default_factory=list)  # 'producer -> reader' per pair
+    bias_corrected: List[str] = field(default_factory=list)  # the layers whose bias (or batch norm) takes a shift
+
+
 def search_layers_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], samples: Samples, *,
                         min_cosine: float = 0.999, runner: Optional[TfjsRunner] = None, backend: str = "cpu",
-                        equalize: bool = False, force: bool = False, progress: Optional[Say] = None) -> MixedResult:
+                        equalize: bool = False, bias_correction: bool = False, force: bool = False,
+                        progress: Optional[Say] = None) -> LayersMixedResult:
     """Write the smallest layers model found whose worst-sample cosine to the float model, run in stock
-    tfjs on `samples`, is >= min_cosine; per weight uint8, uint16 or float16, or float32. The result's
-    `equalized` lists the layer pairs equalized first (equalize=True)."""
+    tfjs on `samples`, is >= min_cosine; per weight uint8, uint16 or float16, or float32; optionally
+    after cross-layer equalization, and with every candidate's biases corrected for its kernels'
+    quantization error from the samples' means."""
     start = time.perf_counter()
     src, out = Path(src), Path(out_dir)
     given = WebModel(src)
@@ -127,19 +142,37 @@ def search_layers_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pat
             reference, floats = Path(tmp) / "float32", Path(tmp) / "start"
             write_float32(given.file.path, reference)
             pairs = write_equalized(reference, floats) if equalize else []
-            s = LayersSearch(reference, floats if equalize else reference, samples, runner, Path(tmp), say)
-            result = search(s, min_cosine)
-            result.report = s.write(result.choice, out, force=force)
+            start_from = floats if equalize else reference
+            correction = None
+            if bias_correction:
+                say("measuring the layers' input means")
+                model = WebModel(start_from)
+                targets = find_targets(*read_layers(model.file.document, str(model.file.path)),
+                                       read_weights(start_from))
+                correction = (targets, input_means(start_from, targets, samples, runner, Path(tmp)))
+            s = LayersSearch(reference, start_from, samples, runner, Path(tmp), say, correction)
+            found = search(s, min_cosine)
+            found.report = s.write(found.choice, out, force=force, inputs=given.files())
     finally:
         if own:
             runner.close()
+    result = LayersMixedResult(**{f.name: getattr(found, f.name) for f in fields(MixedResult)})
     result.equalized = pairs
+    result.bias_corrected = sorted(correction[1]) if correction else []
     result.seconds = time.perf_counter() - start
     return result
 
 
-def describe(result: MixedResult) -> str:
-    """One line on the equalization done, for the command's output."""
-    pairs = result.equalized
-    return f"equalized {len(pairs)} layer pair(s): {', '.join(pairs[:6])}{' ...' if len(pairs) > 6 else ''}"
+def _listed(items: List[str], shown: int = 6) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def describe(result: LayersMixedResult) -> List[str]:
+    """Lines on the weight-side transforms done, for the command's output."""
+    lines = []
+    if result.equalized:
+        lines.append(f"equalized {len(result.equalized)} layer pair(s): {_listed(result.equalized)}")
+    if result.bias_corrected:
+        lines.append(f"bias-corrected {len(result.bias_corrected)} layer(s): {_listed(result.bias_corrected)}")
+    return lines
 
