@@ -104,6 +104,8 @@ def pairs_of(document):
 def test_pairs_stop_where_a_positive_factor_does_not_commute():
     base = [layer("InputLayer", "in", []), layer("Conv2D", "a", ["in"], activation="relu")]
     assert pairs_of(functional(*base, layer("Conv2D", "out", ["a"]))) == [("a", "out")]
+    wrapped = functional(*base, layer("Conv2D", "out", ["a"]))["modelTopology"]  # as tensorflowjs writes .h5 models
+    assert pairs_of({"modelTopology": {"keras_version": "2.2.4", "model_config": wrapped}}) == [("a", "out")]
     for stop in (layer("ReLU", "s", ["a"], max_value=6.0), layer("Activation", "s", ["a"], activation="sigmoid"),
                  layer("BatchNormalization", "s", ["a"], axis=1), layer("Reshape", "s", ["a"]),
                  layer("UpSampling2D", "s", ["a"], interpolation="bilinear")):

@@ -57,7 +57,8 @@ def register(commands) -> None:
                     "widen the most harmful (to uint16 or float16, float32 if needed) until the metric is within "
                     "the budget of float32's; then give back what is not needed. Writes the result as a tfjs layers model and says which weights "
                     "were kept wider and why, and how many model evaluations it took.")
-    parser.add_argument("model", metavar="MODEL", help="a Keras 3 .keras file, a tfjs graph model, or a SavedModel folder (converted to a graph model first)")
+    parser.add_argument("model", metavar="MODEL", help="a Keras 3 .keras file, a tfjs graph or layers model, or a SavedModel folder "
+                             "(converted to a graph model first)")
     parser.add_argument("output", metavar="OUT", help="the tfjs model to write (must not exist unless --force)")
     parser.add_argument("--data", metavar="NPZ", help="labelled data: an .npz with x and y (web models: samples, "
                                                      "y optional)")

@@ -23,7 +23,7 @@ from ..accuracy.tfjs_runner import TfjsRunner
 from ..accuracy.weight_error import roundtrip
 from ..accuracy.web_data import Samples
 from ..tfjs import WebModel
-from .equalize import FILTERS, Layer, is_filter, read_layers
+from .equalize import FILTERS, Layer, is_filter, read_layers, readers_of
 
 
 @dataclass
@@ -40,10 +40,7 @@ class Target:
 def find_targets(layers: List[Layer], outputs: set, values: Dict[str, np.ndarray]) -> List[Target]:
     """Every single-input, single-call conv / depthwise / dense layer with a bias, or feeding only one
     batch norm over the last axis, whose weights are float32 in `values`."""
-    readers: Dict[str, List[Layer]] = {}
-    for layer in layers:
-        for name in set(layer.inputs):
-            readers.setdefault(name, []).append(layer)
+    readers = readers_of(layers)
     targets = []
     for layer in layers:
         kernel = f"{layer.name}/{FILTERS.get(layer.cls)}"

@@ -114,12 +114,18 @@ def is_filter(layer: Layer) -> bool:
             and c.get("groups", 1) == 1)
 
 
-def find_pairs(layers: List[Layer], outputs: set) -> List[Pair]:
-    """Every producer -> reader pair the module docstring describes."""
+def readers_of(layers: List[Layer]) -> Dict[str, List[Layer]]:
+    """Layer name -> the layers that read its output."""
     readers: Dict[str, List[Layer]] = {}
     for layer in layers:
         for name in set(layer.inputs):
             readers.setdefault(name, []).append(layer)
+    return readers
+
+
+def find_pairs(layers: List[Layer], outputs: set) -> List[Pair]:
+    """Every producer -> reader pair the module docstring describes."""
+    readers = readers_of(layers)
     pairs = []
     for producer in layers:
         if not is_filter(producer) or producer.config.get("activation") not in HOMOGENEOUS:

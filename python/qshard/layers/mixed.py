@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
@@ -38,9 +39,10 @@ Say = Callable[[str], None]
 
 def is_layers_model(path: Union[str, os.PathLike]) -> bool:
     """Whether the model JSON at path (or in the folder) is a tfjs layers model."""
-    model = WebModel(path, check=False)
-    fmt = model.file.document.get("format")
-    return fmt == "layers-model" or (fmt is None and "node" not in (model.file.document.get("modelTopology") or {}))
+    document = WebModel(path, check=False).file.document or {}  # (a weights manifest has none)
+    topology = document.get("modelTopology")
+    fmt = document.get("format")
+    return fmt == "layers-model" or (fmt is None and isinstance(topology, dict) and "node" not in topology)
 
 
 def write_equalized(src: Path, out: Path) -> List[str]:
@@ -132,30 +134,25 @@ def search_layers_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pat
         raise ModelInputError(f"{given.file.path}: not a tfjs layers model (format {given.file.document.get('format')})")
     check_new_folder(out, force, given.files())  # before the search, which takes long
     say = progress or (lambda _text: None)
-    parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    own = runner is None
-    runner = runner or TfjsRunner(backend)
-    try:
-        with temporary_folder(f"{out.name}-search", parent) as tmp:  # locked, so that no other run removes it
-            say("writing the float32 model")
-            reference, floats = Path(tmp) / "float32", Path(tmp) / "start"
-            write_float32(given.file.path, reference)
-            pairs = write_equalized(reference, floats) if equalize else []
-            start_from = floats if equalize else reference
-            correction = None
-            if bias_correction:
-                say("measuring the layers' input means")
-                model = WebModel(start_from)
-                targets = find_targets(*read_layers(model.file.document, str(model.file.path)),
-                                       read_weights(start_from))
-                correction = (targets, input_means(start_from, targets, samples, runner, Path(tmp)))
-            s = LayersSearch(reference, start_from, samples, runner, Path(tmp), say, correction)
-            found = search(s, min_cosine)
-            found.report = s.write(found.choice, out, force=force, inputs=given.files())
-    finally:
-        if own:
-            runner.close()
+    folder = out.parent if str(out.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        runner = runner or stack.enter_context(TfjsRunner(backend))
+        tmp = Path(stack.enter_context(temporary_folder(f"{out.name}-search", folder)))  # locked against other runs
+        say("writing the float32 model")
+        reference, floats = tmp / "float32", tmp / "start"
+        write_float32(given.file.path, reference)
+        pairs = write_equalized(reference, floats) if equalize else []
+        start_from = floats if equalize else reference
+        correction = None
+        if bias_correction:
+            say("measuring the layers' input means")
+            model = WebModel(start_from)
+            targets = find_targets(*read_layers(model.file.document, str(model.file.path)), read_weights(start_from))
+            correction = (targets, input_means(start_from, targets, samples, runner, tmp))
+        s = LayersSearch(reference, start_from, samples, runner, tmp, say, correction)
+        found = search(s, min_cosine)
+        found.report = s.write(found.choice, out, force=force, inputs=given.files())
     result = LayersMixedResult(**{f.name: getattr(found, f.name) for f in fields(MixedResult)})
     result.equalized = pairs
     result.bias_corrected = sorted(correction[1]) if correction else []
