@@ -65,3 +65,25 @@ def test_bias_correction_is_refused_for_a_graph_model(tmp_path, node):
     run = qshard("mixed", graph, tmp_path / "out", "--bias-correction", "--samples", "1")
     assert run.returncode == 2 and "--bias-correction is for layers models" in run.stderr
     assert "Traceback" not in run.stderr and not (tmp_path / "out").exists()
+
+
+def test_quantize_equalize_and_the_eval_variant_take_layers_models(wide_layers, tfjs_runner, tmp_path, node):
+    from qshard.tfjs import read_weights
+    src, data, x = wide_layers
+    run = qshard("quantize", src, tmp_path / "q", "--uint8", "--equalize")
+    assert run.returncode == 0, run.stderr
+    assert "(layers model): 3 layer pairs equalized (c1 -> dw, dw -> c2, c2 -> fc)" in run.stdout
+    ranges = np.abs(read_weights(tmp_path / "q")["c1/kernel"]).reshape(-1, 12).max(axis=0)
+    assert ranges.max() / ranges.min() < 20  # as given: over 100 (test_layers_mixed)
+    assert json.loads((tmp_path / "q" / "model.json").read_text())["format"] == "layers-model"
+    tfjs_runner.run(tmp_path / "q", {"image": x})  # stock tfjs loads it
+    mixed_flags = qshard("quantize", src, tmp_path / "q2", "--uint8", "--equalize", "--per-channel")
+    assert mixed_flags.returncode == 2 and "needs a graph model" in mixed_flags.stderr
+    ev = qshard("eval", src, "--data", data, "--variants", "uint8,equalized-uint8", "--json")
+    assert ev.returncode == 0, ev.stderr
+    assert [r["name"] for r in json.loads(ev.stdout)["rows"]] == ["uint8", "equalized-uint8"]
+    graph = MODELS["folded_batch_norm"](tmp_path / "graph", np.random.default_rng(7))
+    ev = qshard("eval", graph, "--samples", "2", "--variants", "uint8,equalized-uint8", "--json")
+    assert ev.returncode == 0, ev.stderr
+    rows = {r["name"]: r["worst_cosine"] for r in json.loads(ev.stdout)["rows"]}
+    assert rows["equalized-uint8"] > rows["uint8"]  # folded batch norm: equalization is what helps

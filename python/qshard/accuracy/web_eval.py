@@ -66,6 +66,18 @@ VARIANTS.update({"per-channel-uint8": _per_channel(per_channel=True, uint8=True)
                  "per-channel-uint16": _per_channel(per_channel_uint16=True, uint16=True)})
 
 
+def _equalized_uint8(src: Path, out: Path) -> None:
+    from ..layers.mixed import is_layers_model, quantize_equalized
+    if is_layers_model(src):
+        quantize_equalized(src, out, uint8=True)
+    else:
+        _per_channel(equalize=True, uint8=True)(src, out)
+
+
+# Graph or layers models (not in the default list): cross-layer equalization, then per-tensor uint8.
+VARIANTS["equalized-uint8"] = _equalized_uint8
+
+
 @dataclass
 class VariantResult:
     """One row of the table."""

@@ -1,4 +1,5 @@
-"""The per-channel flags of `qshard quantize` (graph models): parsing, running, and the summary."""
+"""The per-channel flags of `qshard quantize` (graph models): parsing, running, and the summary;
+--equalize alone also takes a layers model (its weights equalized, then quantized per tensor)."""
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                        help="per-channel filters to give each channel its own integer zero point, at the cost of "
                             "a Sub op per predict (no pattern: all; default: one zero point per filter)")
     group.add_argument("--equalize", action="store_true",
-                       help="cross-layer equalization first (rescales pairs of layers; the function is unchanged)")
+                       help="cross-layer equalization first (rescales pairs of layers; the function is unchanged); "
+                            "alone, also for a layers model")
     group.add_argument("--scale-on-weights", action="store_true",
                        help="apply every per-channel scale by Mul(codes, scale) on the weight (no folding)")
 
@@ -44,6 +46,10 @@ def run(args) -> int:
     if kind != "tfjs":
         raise QshardError(f"{args.input}: per-channel quantization and --equalize need a tfjs graph model "
                           f"(model.json with format graph-model), not a {kind} file")
+    if args.equalize and not any(getattr(args, f) is not None for f in FLAGS) and not args.scale_on_weights:
+        from qshard.layers.mixed import is_layers_model
+        if is_layers_model(args.input):
+            return _equalize_layers(args)
     report = quantize_graph_model(
         args.input, args.output, per_channel=args.per_channel, per_channel_uint16=args.per_channel_uint16,
         asymmetric=args.asymmetric, uint8=args.uint8, uint16=args.uint16, float16=args.float16, keep=args.keep,
@@ -71,4 +77,18 @@ def run(args) -> int:
     print(f"  predict-time cost: {report.ops_added} ops over {report.elements_recomputed:,} elements"
           + (f"; {report.equalized} layer pairs equalized" if report.equalized else "")
           + (f"; {len(report.widened)} biases that took a scale stored as float16/float32" if report.widened else ""))
+    return 0
+
+
+def _equalize_layers(args) -> int:
+    """quantize --equalize on a layers model: equalized weights, quantized per the usual flags."""
+    from qshard.formats.summary import human
+    from qshard.layers.mixed import quantize_equalized
+    report, pairs = quantize_equalized(args.input, args.output, uint8=args.uint8, uint16=args.uint16,
+                                       float16=args.float16, keep=args.keep, shard_size=args.shard_size,
+                                       force=args.force, allow_unmatched=args.allow_unmatched)
+    if not args.quiet:
+        print(f"wrote {args.output} (layers model): {len(pairs)} layer pairs equalized"
+              + (f" ({', '.join(pairs[:4])}{', ...' if len(pairs) > 4 else ''})" if pairs else "")
+              + f"; {human(report.bytes_in)} -> {human(report.bytes_out)}")
     return 0

@@ -29,7 +29,7 @@ from ..errors import ModelInputError
 from ..formats.outputs import check_new_folder, temporary_folder
 from ..formats.webmodel import QuantizeReport, write_model
 from ..graph.mixed import BYTES, MixedResult, search
-from ..tfjs import WebModel, read_weights
+from ..tfjs import WebModel, quantize_model, read_weights
 from .bias import corrected, find_targets, input_means
 from .equalize import equalize as equalize_pairs
 from .equalize import find_pairs, read_layers
@@ -43,6 +43,21 @@ def is_layers_model(path: Union[str, os.PathLike]) -> bool:
     topology = document.get("modelTopology")
     fmt = document.get("format")
     return fmt == "layers-model" or (fmt is None and isinstance(topology, dict) and "node" not in topology)
+
+
+def quantize_equalized(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], **patterns) -> tuple:
+    """Equalize a layers model's weights across layer pairs, then quantize them per the patterns
+    (quantize_model's keywords) into out_dir; (QuantizeReport, 'producer -> reader' per pair)."""
+    given = WebModel(src)
+    if not is_layers_model(given.file.path):
+        raise ModelInputError(f"{given.file.path}: not a tfjs layers model (format {given.file.document.get('format')})")
+    out = Path(out_dir)
+    check_new_folder(out, patterns.get("force", False), given.files())
+    folder = out.parent if str(out.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    with temporary_folder(f"{out.name}-equalize", folder) as tmp:
+        pairs = write_equalized(given.file.path, Path(tmp) / "model")
+        return quantize_model(Path(tmp) / "model", out, **patterns), pairs
 
 
 def write_equalized(src: Path, out: Path) -> List[str]:
