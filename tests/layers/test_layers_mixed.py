@@ -166,3 +166,12 @@ def test_bias_correction_takes_out_the_mean_shift(offset_mlp, tfjs_runner, tmp_p
         plain, fixed_mean = mean @ kq + w[f"{layer}/bias"], mean @ kq + fixed[f"{layer}/bias"]
         assert np.abs(fixed_mean - want).max() < 1e-3 * np.abs(plain - want).max()
     assert corrected(w, targets, means, {})["d1/bias"] is w["d1/bias"]  # float32 kernels: nothing to correct
+
+
+def test_equalization_alone_holds_uint8_where_the_spread_is_in_the_filters(folded_layers, tfjs_runner):
+    from qshard.accuracy.web_eval import evaluate_web_model
+    src, data, _ = folded_layers
+    table = evaluate_web_model(src, data, ["uint8", "equalized-uint8"], runner=tfjs_runner)
+    cos = {r.name: r.fidelity.worst_cosine for r in table.rows}
+    assert cos["uint8"] < 0.9 and cos["equalized-uint8"] > 0.999
+    assert table.rows[0].weight_bytes == table.rows[1].weight_bytes
