@@ -83,7 +83,8 @@ def add_arguments(parser) -> None:
         "agreement for classifier outputs, rows matched for decoded outputs (ArgMax/TopK/NMS), exact agreement "
         "for integer outputs, weight and gzip bytes, and the metric when y is given.")
     web.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                     help=f"comma-separated variants (default {','.join(DEFAULT_VARIANTS)})")
+                     help=f"comma-separated variants (default {','.join(DEFAULT_VARIANTS)}; also per-channel-uint8 "
+                          "and per-channel-uint16 for graph models, equalized-uint8 for graph and layers models)")
     web.add_argument("--backend", choices=("cpu", "wasm"), default="cpu",
                      help="tfjs backend: cpu (pure JS, default) or wasm (@tensorflow/tfjs-backend-wasm@4.22.0)")
     web.add_argument("--output", metavar="NAME", help="the output the labels y score (needed when there are several)")
