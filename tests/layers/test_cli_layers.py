@@ -52,6 +52,9 @@ def test_layers_model_refusals_are_one_line(wide_layers, tmp_path):
     per_channel = qshard("quantize", src, tmp_path / "q", "--uint8", "--per-channel")
     assert per_channel.returncode == 2 and "needs a graph model" in per_channel.stderr
     assert "qshard mixed" in per_channel.stderr and "Traceback" not in per_channel.stderr
+    to_graph = qshard("convert", src, tmp_path / "g", "--to", "graph")
+    assert to_graph.returncode == 2 and "this is a tfjs web model" in to_graph.stderr
+    assert "--equalize" in to_graph.stderr and not (tmp_path / "g").exists()
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model.json").write_bytes((src / "model.json").read_bytes())  # no shards

@@ -46,8 +46,13 @@ def read_metadata(values: Optional[List[str]]) -> Optional[dict]:
 
 
 def run(args) -> int:
+    from qshard.cli.eval_web import is_web_model
     from qshard.graph.trace import is_saved_model
     saved_model = is_saved_model(Path(args.input))
+    if not saved_model and is_web_model(args.input):
+        raise GraphError(f"{args.input}: this is a tfjs web model; convert reads Keras files and SavedModels "
+                         f"(convert the model's Keras source). For a layers model, `qshard mixed MODEL OUT --data "
+                         f"SAMPLES --equalize` and `qshard quantize MODEL OUT --uint8 --equalize` work on it as it is")
     to = args.to or ("graph" if saved_model else "layers")
     if to == "layers":
         if saved_model:
