@@ -144,3 +144,13 @@ def test_eval_and_mixed_take_a_keras_model_layers_cannot_express(env, saved_mode
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["met"]
     assert json.loads((tmp_path / "out" / "model.json").read_text())["format"] == "graph-model"
+
+
+def test_the_parser_names_the_default_variants_without_importing_the_evaluator():
+    """The CLI spells the default variants out so that building the parser stays cheap."""
+    from qshard.accuracy import web_eval
+    from qshard.cli import eval_web
+    assert eval_web.DEFAULT_VARIANTS == web_eval.DEFAULT_VARIANTS
+    code = "import sys; from qshard import cli; cli.build_parser(); print('qshard.accuracy.web_eval' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -70,9 +70,13 @@ def run(args) -> int:
     return 0
 
 
+# web_eval.DEFAULT_VARIANTS, spelled out: importing web_eval (and the tfjs runner) to build the parser
+# cost every command ~50 ms of start-up. tests/cli/test_eval_web.py checks the two agree.
+DEFAULT_VARIANTS = ("float32", "float16", "uint16", "uint8")
+
+
 def add_arguments(parser) -> None:
     """The options only web models take."""
-    from qshard.accuracy.web_eval import DEFAULT_VARIANTS
     web = parser.add_argument_group(
         "web models (MODEL is a folder holding one model JSON, or the .json file)",
         "Runs the float32 model and each variant in stock tfjs under Node (npm install @tensorflow/tfjs@4.22.0; "
