@@ -29,10 +29,13 @@ def test_mixed_on_a_graph_model_keeps_the_budget(tmp_path, node):
     assert fidelity.compare(ref, got).worst_cosine >= 0.99999
     again = qshard("mixed", str(src), str(tmp_path / "out"), "--min-cosine", "0.9", "--json")
     assert again.returncode == 2 and "already exists" in again.stderr
-    made_up = qshard("mixed", str(src), str(tmp_path / "out2"), "--min-cosine", "0.9", "--json", "--samples", "2")
+    made_up = qshard("mixed", str(src), str(tmp_path / "out2"), "--min-cosine", "0.9", "--json", "--samples", "2",
+                     "--no-bias-correction")
     assert made_up.returncode == 0, made_up.stderr
     result = json.loads(made_up.stdout)
-    assert result["met"] and result["synthetic"] and result["evaluations"] == 1
+    # the smallest choice (biases at uint16) met the budget, and so did the biases at uint8; no mean inputs measured
+    assert result["met"] and result["synthetic"] and result["evaluations"] == 2
+    assert set(result["choice"].values()) == {"per-channel uint8", "uint8"}
 
 
 def test_mixed_refusals_are_one_line(tmp_path):

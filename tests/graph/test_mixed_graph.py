@@ -31,6 +31,8 @@ def test_the_search_meets_a_budget_the_smallest_choice_misses(model, runner, tmp
     result = search_graph_model(src, tmp_path / "out", samples, min_cosine=0.99999, runner=runner)
     assert result.met and result.cosine >= 0.99999
     assert result.damage and result.ranking and result.evaluations >= 1 + len(result.damage)
+    # The smallest other weights (biases) start at uint16 and are not measured one by one.
+    assert "head/bias" not in result.damage and "conv1/weights" in result.damage
     # Widened only what it needed: smaller than every weight at 16 bits.
     widened = [n for n, c in result.choice.items() if c in ("per-channel uint16", "uint16", "float32")]
     assert 0 < len(widened) < len(result.choice)
@@ -40,7 +42,8 @@ def test_the_search_meets_a_budget_the_smallest_choice_misses(model, runner, tmp
     got = runner.run(tmp_path / "out", samples.inputs).outputs
     assert fidelity.compare(ref, got).worst_cosine >= 0.99999
     smallest = search_graph_model(src, tmp_path / "small", samples, min_cosine=0.5, runner=runner)
-    assert smallest.evaluations == 1 and smallest.cosine < 0.99999
+    # the float model's mean inputs, the smallest choice with and without bias correction, the biases to uint8
+    assert smallest.evaluations == 4 and smallest.cosine < 0.99999
     assert set(smallest.choice.values()) == {"per-channel uint8", "uint8"}
 
 
@@ -49,3 +52,10 @@ def test_an_existing_output_is_refused_before_searching(model, tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(OutputError, match="already exists"):
         search_graph_model(src, tmp_path / "out", samples, min_cosine=0.9, backend="no-such-backend")
+
+
+@pytest.mark.slow
+def test_a_budget_only_the_float_weights_meet_widens_the_small_group_too(model, runner, tmp_path):
+    src, samples = model
+    result = search_graph_model(src, tmp_path / "out", samples, min_cosine=1 - 1e-12, runner=runner)
+    assert result.met and set(result.choice.values()) == {"float32"}  # the biases too, not stuck at uint16

@@ -31,8 +31,12 @@ def run(args) -> int:
         samples = load_samples(args.data, info) if args.data else synthesize(info, args.samples)
         runner.unload(args.model)
         if args.bias_correction and not layers:
-            raise ModelInputError(f"{info.path}: --bias-correction is for layers models (graph models: per-channel)")
-        extra = {"bias_correction": args.bias_correction} if layers else {}
+            raise ModelInputError(f"{info.path}: --bias-correction is for layers models (graph models correct biases "
+                                  f"by default where that does better; --no-bias-correction turns it off)")
+        if args.no_bias_correction and layers:
+            raise ModelInputError(f"{info.path}: --no-bias-correction is for graph models (layers models correct "
+                                  f"biases only with --bias-correction)")
+        extra = {"bias_correction": args.bias_correction} if layers else {"bias_correct": not args.no_bias_correction}
         find = search_layers_model if layers else search_graph_model
         result = find(args.model, args.output, samples, min_cosine=args.min_cosine, runner=runner,
                       equalize=args.equalize, force=args.force, progress=say, **extra)
@@ -44,7 +48,7 @@ def run(args) -> int:
                           "evaluations": result.evaluations, "seconds": result.seconds, "choice": result.choice,
                           "format": "layers-model" if layers else "graph-model",
                           "equalized": result.equalized if layers else None,
-                          "bias_corrected": result.bias_corrected if layers else None,
+                          "bias_corrected": result.bias_corrected,
                           "samples": samples.source, "synthetic": samples.synthetic}, indent=1))
         return 0
     if samples.synthetic:
@@ -74,7 +78,9 @@ def add_arguments(parser) -> None:
     web = parser.add_argument_group(
         "web models (MODEL is a graph or layers model folder with model.json, or a model .json file)",
         "Graph models: searches per weight among per-channel uint8 / uint16 (conv, depthwise and matmul filters), "
-        "per-tensor uint8 / uint16 (other weights) and float32. Layers models (the format has one per-tensor grid "
+        "per-tensor uint8 / uint16 (other weights) and float32; the smallest other weights (biases) start at uint16 "
+        "and per-channel layers' biases are corrected for the mean output shift on the samples where that does "
+        "better. Layers models (the format has one per-tensor grid "
         "per weight): among uint8, uint16 or float16 (whichever keeps more of that weight) and float32, written "
         "as a layers model. Every candidate runs in stock tfjs under Node on the samples of --data (an .npz with "
         "one array per model input; made up from the signature without it): first all at the smallest, then each "
@@ -89,4 +95,7 @@ def add_arguments(parser) -> None:
     web.add_argument("--bias-correction", action="store_true",
                      help="layers models: correct each quantized conv / depthwise / dense layer's bias (or the batch "
                           "norm after it) for the mean shift its kernel's quantization causes on the samples")
+    web.add_argument("--no-bias-correction", action="store_true",
+                     help="graph models: leave biases as they are (default: corrected for the mean shift quantization "
+                          "causes, where that does better on the samples)")
     web.add_argument("--samples", type=int, default=8, metavar="N", help="made-up samples without --data (default 8)")

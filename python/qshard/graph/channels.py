@@ -113,6 +113,16 @@ class Layer:
         """w with input channel c multiplied by t[c]."""
         return w * t.reshape(self.in_shape(w.shape))
 
+    def output_shift(self, delta_w: np.ndarray, mean_in: np.ndarray) -> np.ndarray:
+        """(W_q - W)·E[x] per output channel (delta_w = W_q - W; mean_in: the mean input per input channel)."""
+        d = np.asarray(delta_w, np.float64)
+        x = np.asarray(mean_in, np.float64).reshape(-1)
+        if self.kind == "conv":
+            return np.einsum("hwio,i->o", d, x)
+        if self.kind == "depthwise":
+            return (d.sum(axis=(0, 1)) * x[:, None]).reshape(-1)
+        return d @ x if self.transpose_b else x @ d
+
     def in_rows(self, w: np.ndarray) -> np.ndarray:
         """The weight as [input channel, everything else]."""
         if self.kind == "matmul":

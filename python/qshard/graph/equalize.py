@@ -7,7 +7,7 @@ sqrt(r1 * r2): batch norm folded into a filter no longer leaves channels orders 
 the function the graph computes is unchanged, and no op is added."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
@@ -25,9 +25,10 @@ def _ranges(move: Move, values: Dict[str, np.ndarray]):
     return r1, r2
 
 
-def equalize(view: GraphView, values: Dict[str, np.ndarray], layers: Iterable[Layer], sweeps: int = 4) -> List[Move]:
+def equalize(view: GraphView, values: Dict[str, np.ndarray], layers: Iterable[Layer], sweeps: int = 4,
+             in_factors: Optional[Dict[str, np.ndarray]] = None) -> List[Move]:
     """Equalize every layer of `layers` that has a Move whose readers are all in `layers`; updates
-    `values` (weights by name) in place and returns the moves used."""
+    `values` (weights by name) in place (and in_factors, see per_channel.apply_move) and returns the moves used."""
     chosen = {layer.weight for layer in layers}
     moves = []
     for layer in layers:
@@ -40,5 +41,5 @@ def equalize(view: GraphView, values: Dict[str, np.ndarray], layers: Iterable[La
             ok = (r1 > 0) & (r2 > 0)
             t = np.ones_like(r1)
             t[ok] = np.sqrt(r1[ok] / r2[ok])
-            apply_move(move, values, t)
+            apply_move(move, values, t, in_factors=in_factors)
     return moves

@@ -140,9 +140,12 @@ def _tiled(vector: np.ndarray, times: int) -> np.ndarray:
     return np.tile(vector.reshape(-1), times)
 
 
-def apply_move(move: Move, values: Dict[str, np.ndarray], t: np.ndarray, scale_producer: bool = True) -> None:
+def apply_move(move: Move, values: Dict[str, np.ndarray], t: np.ndarray, scale_producer: bool = True,
+               in_factors: Optional[Dict[str, np.ndarray]] = None) -> None:
     """Divide the factor t (per output channel) out of the move's layer and multiply it into the
-    layers reading it, in `values` (weights by name): the graph computes the same function."""
+    layers reading it, in `values` (weights by name): the graph computes the same function.
+    in_factors (reader weight -> per-input-channel factor) records that each reader's input is now
+    its source-model input divided by the factor."""
     layer = move.layer
     t = np.asarray(t, np.float64).reshape(-1)
     if scale_producer:
@@ -156,6 +159,8 @@ def apply_move(move: Move, values: Dict[str, np.ndarray], t: np.ndarray, scale_p
     for reader, times in move.readers:
         w = values[reader.weight].astype(np.float64)
         values[reader.weight] = reader.scale_in(w, _tiled(t, times)).astype(np.float32)
+        if in_factors is not None:
+            in_factors[reader.weight] = in_factors.get(reader.weight, 1.0) * _tiled(t, times)
 
 
 def quantization_error(layer: Layer, w: np.ndarray, choice: Choice, weight: Optional[np.ndarray] = None) -> float:
@@ -191,7 +196,8 @@ def absorbable(move: Move, values: Dict[str, np.ndarray], scale: np.ndarray, rea
 
 def rewrite_layers(view: GraphView, values: Dict[str, np.ndarray], choices: Dict[str, Choice], reader_choice,
                    absorb: bool = True, refused: Optional[List[Tuple[str, str]]] = None,
-                   max_growth: float = 2.0, output_elements=None) -> List[LayerRewrite]:
+                   max_growth: float = 2.0, output_elements=None, means: Optional[Dict[str, np.ndarray]] = None,
+                   in_factors: Optional[Dict[str, np.ndarray]] = None, rounding=None) -> List[LayerRewrite]:
     """Quantize the chosen weights per channel, in graph order, moving each scale into the layers
     that read the output where the graph allows it and absorbable() says the readers lose little
     (reader_choice(weight name) -> Choice, "float" or None: what the reader's weight becomes);
@@ -199,8 +205,12 @@ def rewrite_layers(view: GraphView, values: Dict[str, np.ndarray], choices: Dict
     name) -> int or None) and the fused activation lets it through; else onto the weight.
     Updates `values` in place: chosen weights become their codes' centred values (absorbed) or
     dequantized values (weight side), and readers, biases and addends change.
-    Weights holding NaN or Inf are left alone and appended to `refused` with the reason."""
+    Weights holding NaN or Inf are left alone and appended to `refused` with the reason.
+    With `means` (weight -> mean source-model input per channel), each layer's bias absorbs the mean
+    output shift its quantization causes (bias correction; in_factors as apply_move keeps it).
+    `rounding(layer, w, codes, in_factor) -> codes` may replace round-to-nearest codes (same grid)."""
     done = []
+    in_factors = {} if in_factors is None else in_factors
     for name in view.topological():
         layer = view.layer(name)
         if layer is None or layer.weight not in choices or not view.single_use(layer.weight):
@@ -211,10 +221,15 @@ def rewrite_layers(view: GraphView, values: Dict[str, np.ndarray], choices: Dict
             if refused is not None:
                 refused.append((layer.weight, str(error)))
             continue
+        if rounding is not None:
+            codes = rounding(layer, values[layer.weight], codes, in_factors.get(layer.weight))
+        bias = bias_of(view, layer, values) if means is not None and layer.weight in means else None
+        if bias is not None:
+            correct_bias(layer, bias, values, codes, means[layer.weight] / in_factors.get(layer.weight, 1.0))
         move = view.move(layer, values) if absorb else None
         if move is not None and absorbable(move, values, codes.scale, reader_choice, max_growth):
             values[layer.weight] = codes.centered()
-            apply_move(move, values, codes.scale, scale_producer=False)
+            apply_move(move, values, codes.scale, scale_producer=False, in_factors=in_factors)
             divided = ((layer.bias,) if layer.bias else ()) + tuple(n for n, _ in move.addends)
             done.append(LayerRewrite(layer, codes, "absorbed", tuple(r.weight for r, _ in move.readers), divided))
         elif (layer.bias is None or view.single_use(layer.bias)) and _output_side(layer, codes, absorb, output_elements):
@@ -226,6 +241,34 @@ def rewrite_layers(view: GraphView, values: Dict[str, np.ndarray], choices: Dict
             values[layer.weight] = codes.values()
             done.append(LayerRewrite(layer, codes, "weight"))
     return done
+
+
+def bias_of(view: GraphView, layer: Layer, values: Dict[str, np.ndarray]) -> Optional[str]:
+    """The constant added to the layer's output per channel and to nothing else: its fused bias, or
+    the Const of the BiasAdd / Add that alone reads an unfused layer; None when there is none."""
+    if layer.bias is not None:
+        return layer.bias if view.single_use(layer.bias) else None
+    users = view.consumers.get(layer.node, [])
+    if layer.fused or len(users) != 1 or layer.node in view.outputs:
+        return None
+    user, index = users[0]
+    node = view.nodes[user]
+    if node["op"] not in ("BiasAdd", "Add", "AddV2"):
+        return None
+    const = view.const_input(node, index)
+    channels = layer.out_channels(values[layer.weight].shape)
+    if const is None or not view.single_use(const) or const not in values or values[const].size != channels:
+        return None
+    return const if values[const].shape[-1] == channels else None
+
+
+def correct_bias(layer: Layer, bias: str, values: Dict[str, np.ndarray], codes: ChannelCodes,
+                 mean_in: np.ndarray) -> None:
+    """Subtract from the bias the mean output shift quantizing the layer's weight to `codes` causes."""
+    shift = layer.output_shift(codes.values().astype(np.float64) - values[layer.weight], mean_in)
+    b = values[bias]
+    if shift.size == b.size and np.isfinite(shift).all():
+        values[bias] = (b.astype(np.float64) - shift.reshape(b.shape)).astype(np.float32)
 
 
 def _output_side(layer: Layer, codes: ChannelCodes, allowed: bool, output_elements) -> bool:

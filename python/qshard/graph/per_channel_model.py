@@ -13,7 +13,7 @@ import fnmatch
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 import numpy as np
 
@@ -171,7 +171,8 @@ def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pa
                          asymmetric: patterns.Patterns = None, uint8: patterns.Patterns = None,
                          uint16: patterns.Patterns = None, float16: patterns.Patterns = None,
                          keep: patterns.Patterns = None, equalize: bool = False, absorb: bool = True,
-                         max_growth: float = 2.0, shard_size: int = DEFAULT_SHARD_SIZE,
+                         max_growth: float = 2.0, input_means: Optional[Dict[str, np.ndarray]] = None,
+                         rounding: Optional[Callable[..., ChannelCodes]] = None, shard_size: int = DEFAULT_SHARD_SIZE,
                          force: bool = False, allow_unmatched: bool = False) -> GraphQuantizeReport:
     """Quantize a tfjs graph model: conv / depthwise / matmul filters matched by `per_channel`
     (uint8) or `per_channel_uint16` per output channel (one integer zero point for the tensor, or
@@ -179,6 +180,9 @@ def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pa
     `equalize` applies cross-layer equalization first, `absorb` moves per-channel scales into the
     layers that read them where the graph allows (no op added) and the readers' quantization error
     grows at most `max_growth` times (inf: wherever the graph allows), or onto a smaller output.
+    `input_means` (weight -> mean input per channel on sample data, bias_correction.input_means)
+    turns on bias correction of the per-channel layers; `rounding` (rounding.GramRounding) chooses
+    their codes instead of rounding to nearest.
     A pattern that matches no weight is a PatternError (nothing written) unless allow_unmatched."""
     check_shard_size(shard_size)
     model, doc, view = open_graph(src)
@@ -200,11 +204,13 @@ def quantize_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pa
             return choices[name]
         return "float" if targets.get(name, specs[name].stored_dtype) == "float32" else None
 
+    in_factors: Dict[str, np.ndarray] = {}
     if equalize:
-        report.equalized = len(equalize_layers(view, values, list(layers.values())))
+        report.equalized = len(equalize_layers(view, values, list(layers.values()), in_factors=in_factors))
     shapes = ShapeInference(view, values)
     report.per_channel = rewrite_layers(view, values, choices, reader_choice, absorb, report.not_per_channel,
-                                        max_growth=max_growth, output_elements=shapes.elements)
+                                        max_growth=max_growth, output_elements=shapes.elements,
+                                        means=input_means, in_factors=in_factors, rounding=rounding)
     for rewrite in report.per_channel:
         for name in rewrite.divided:  # b / scale spans the scales' range: no per-tensor grid holds it
             asked = targets.get(name, specs[name].stored_dtype)
