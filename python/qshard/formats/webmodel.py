@@ -15,7 +15,7 @@ from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
-from qshard.errors import QshardError, SourceError
+from qshard.errors import QshardError
 from qshard.formats import manifest as mf
 from qshard.formats import patterns, sources
 from qshard.formats.shards import ShardSet, encode_strings
@@ -30,6 +30,7 @@ from qshard.formats.writer import (
     first_duplicate,
     whole,
     write_groups,
+    write_source,
 )
 from qshard.kernels import QuantParams, dequantize
 
@@ -195,90 +196,13 @@ def quantize_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
                    allow_unmatched: bool = False) -> QuantizeReport:
     """Re-quantize a web model (float or already quantized) into out_dir: the weights the patterns
     select get the new dtype, every other weight and every other model.json key stay as they were.
-    Other inputs (kind 'safetensors', 'npz', 'h5', or guessed from the path) become a weights
-    manifest and shards (convert_source). A pattern that matches no weight is a PatternError
-    (nothing written) unless allow_unmatched."""
+    Other inputs (kind 'safetensors', 'npz', 'h5', 'keras' or any registered source, guessed from
+    the path when None) are written the same way, as a weights manifest and shards (a Keras model as
+    a layers model). A pattern that matches no weight is a PatternError (nothing written) unless
+    allow_unmatched."""
     check_shard_size(shard_size)
-    kind = kind or sources.guess_kind(src)
-    if kind != "tfjs":
-        return convert_source(src, out_dir, kind=kind, uint8=uint8, uint16=uint16, float16=float16, keep=keep,
-                              shard_size=shard_size, force=force, threads=threads, progress=progress,
-                              allow_unmatched=allow_unmatched)
-    model = WebModel(src)
-    specs = model.specs
-    report, targets = QuantizeReport.plan([s.name for s in specs], out_dir, uint8, uint16, float16, keep,
-                                          str(model.file.path), allow_unmatched)
-    report.bytes_in = sum(loc.nbytes for loc in model.shards.where.values())
-    shards = model.shards
-    groups = []
-    for group in model.file.groups:
-        row = []
-        for spec in group.weights:
-            target = report.decide(spec.name, spec.dtype, targets.get(spec.name), spec.stored_dtype)
-            loc = shards.where[spec.name]
-            item = Item(spec.name, spec.shape, spec.dtype, quantization=spec.quantization, stored_nbytes=loc.nbytes)
-            if spec.dtype == "string" and not spec.quantization:
-                item.load = item.fallback = (lambda _, n=spec.name: shards.raw_bytes(n))
-            else:
-                item.raw_chunks = (lambda scratch, s=spec: (c.view(np.uint8) for c in shards.chunks(s, scratch)))
-            if target:
-                item.target = target
-                item.file_range = shards.file_range(spec)  # (the chunks below serve sources without one)
-                if spec.quantization is not None:  # dequantize chunk by chunk; keep the original bytes on refusal
-                    def values(scratch, s=spec):
-                        q = s.quantization
-                        params = QuantParams(q.dtype, q.min, q.scale)
-                        for codes in shards.chunks(s, scratch):
-                            out = scratch.get(1, 4 * codes.size).view(np.float32)
-                            yield dequantize(codes, params, out=out)
-                    item.chunks = values
-                else:
-                    item.chunks = (lambda scratch, s=spec: shards.chunks(s, scratch))
-            row.append(item)
-        groups.append(row)
-    with atomic_folder(out_dir, force, inputs=model.files()) as tmp:
-        result, kept = write_groups(tmp, groups, shard_size, threads or 0, progress)
-        report.written(groups, kept)
-        _write_json(tmp / model.file.path.name, mf.model_document(model.file, result))
-    return report
+    with sources.open_source(src, kind) as source:
+        return write_source(source, out_dir, uint8=uint8, uint16=uint16, float16=float16, keep=keep,
+                            shard_size=shard_size, force=force, threads=threads, progress=progress,
+                            allow_unmatched=allow_unmatched)
 
-
-def convert_source(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *, kind: Optional[str] = None,
-                   uint8=None, uint16=None, float16=None, keep=None, shard_size: int = DEFAULT_SHARD_SIZE,
-                   force: bool = False, threads: Optional[int] = None, progress=None,
-                   allow_unmatched: bool = False) -> QuantizeReport:
-    """Convert a safetensors / npz / npy-folder / h5 model into a tfjs weights manifest and shards
-    (one group, tensors in file order), quantizing as asked; memory stays at a few chunks and one
-    shard whatever the model's size."""
-    check_shard_size(shard_size)
-    source = sources.open_source(src, kind)
-    try:
-        names = [t.name for t in source.tensors]
-        for name in names:
-            problem = mf.name_problem(name)
-            if problem:
-                raise SourceError(f"{src}: {problem}")
-        duplicate = first_duplicate(names)
-        if duplicate is not None:
-            raise SourceError(f"{src}: duplicate tensor name {duplicate!r}")
-        report, targets = QuantizeReport.plan(names, out_dir, uint8, uint16, float16, keep, str(src),
-                                              allow_unmatched)
-        items = []
-        for t in source.tensors:
-            dtype = sources.tfjs_dtype(t.dtype)
-            stored = t.size * mf.DTYPES[dtype]
-            report.bytes_in += t.nbytes
-            item = Item(t.name, t.shape, dtype, stored_nbytes=stored,
-                         raw_chunks=(lambda scratch, t=t: t.stored_chunks(scratch)))
-            item.target = report.decide(t.name, dtype, targets.get(t.name))
-            if item.target:
-                item.chunks = (lambda scratch, t=t: t.float32_chunks(scratch))
-                item.file_range = t.file_range
-            items.append(item)
-        with atomic_folder(out_dir, force, inputs=[src]) as tmp:
-            result, kept = write_groups(tmp, [items], shard_size, threads or 0, progress)
-            report.written([items], kept)
-            (tmp / mf.MANIFEST_NAME).write_bytes(mf.dumps(mf.dump_manifest(result)).encode())
-        return report
-    finally:
-        source.close()

@@ -1,12 +1,14 @@
 """The writing pipeline shared by every converter: weights planned as items, written group by
 group into C++ shard writers in one pass, NaN/Inf tensors dropped to float32, and output folders
-that appear only when complete."""
+that appear only when complete. `write_source` is the one loop that quantizes any input source
+(qshard.formats.sources)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (
+    TYPE_CHECKING,
     Callable,
     Dict,
     Iterable,
@@ -20,12 +22,15 @@ from typing import (
 import numpy as np
 
 from qshard import _core, dtypes
-from qshard.errors import QshardError
+from qshard.errors import QshardError, SourceError
 from qshard.formats import manifest as mf
 from qshard.formats import patterns
 from qshard.formats.file_range import FileRange
 from qshard.formats.outputs import atomic_folder, write_file_atomically  # noqa: F401 (the writers' import)
 from qshard.formats.shards import Scratch
+
+if TYPE_CHECKING:
+    from qshard.formats.sources import Source, SourceTensor
 
 QMAX = dtypes.AFFINE_QMAX
 DEFAULT_SHARD_SIZE = 4 * 1024 * 1024  # what browsers cache, tensorflowjs's default
@@ -285,3 +290,47 @@ def write_groups(out_dir: Path, groups: Sequence[Sequence[Item]], shard_size: in
         done_before = done
         result.append(mf.Group(tuple(writer.names), tuple(specs)))
     return result, kept
+
+
+def source_item(tensor: "SourceTensor", target: Optional[str]) -> Item:
+    """The item that writes a source's tensor: re-quantized to target, or its stored bytes as they are."""
+    item = Item(tensor.name, tensor.shape, tensor.web_dtype, quantization=tensor.quantization,
+                stored_nbytes=tensor.stored_nbytes, raw_chunks=tensor.stored_chunks)
+    if target:
+        item.target = target
+        item.chunks = tensor.float32_chunks
+        item.file_range = tensor.file_range
+    return item
+
+
+def write_source(source: "Source", out_dir, *, uint8: patterns.Patterns = None, uint16: patterns.Patterns = None,
+                 float16: patterns.Patterns = None, keep: patterns.Patterns = None,
+                 shard_size: int = DEFAULT_SHARD_SIZE, force: bool = False, threads: Optional[int] = None,
+                 progress: Progress = None, allow_unmatched: bool = False) -> QuantizeReport:
+    """Quantize any source into a new folder (appearing only when complete): the float32 tensors
+    the patterns select get the new dtype, every other tensor keeps its stored bytes; beside the
+    shards, the JSON document the source asks for (model.json, weights_manifest.json)."""
+    check_shard_size(shard_size)
+    names = [t.name for t in source.tensors]
+    for name in names:
+        problem = mf.name_problem(name)
+        if problem:
+            raise SourceError(f"{source.path}: {problem}")
+    duplicate = first_duplicate(names)
+    if duplicate is not None:
+        raise SourceError(f"{source.path}: duplicate tensor name {duplicate!r}")
+    report, targets = QuantizeReport.plan(names, out_dir, uint8, uint16, float16, keep, str(source.path),
+                                          allow_unmatched)
+    groups = []
+    for group in source.tensor_groups():
+        row = []
+        for t in group:
+            stored = t.quantization.dtype if t.quantization else t.web_dtype
+            row.append(source_item(t, report.decide(t.name, t.web_dtype, targets.get(t.name), stored)))
+            report.bytes_in += t.nbytes
+        groups.append(row)
+    with atomic_folder(out_dir, force, inputs=source.inputs) as tmp:
+        result, kept = write_groups(tmp, groups, shard_size, threads or 0, progress)
+        report.written(groups, kept)
+        (tmp / source.document_name).write_bytes(mf.dumps(source.document(result)).encode())
+    return report

@@ -19,11 +19,10 @@ from __future__ import annotations
 import os
 from typing import Dict, Iterable, Optional, Union
 
-from qshard import __version__
 from qshard.errors import ConversionError
 from qshard.formats.outputs import check_new_folder
 from qshard.formats.writer import DEFAULT_SHARD_SIZE, check_shard_size, first_duplicate
-from qshard.keras.load import load_model_parts
+from qshard.keras.load import layers_document, load_model_parts
 
 
 def save_web_model(model, out_dir: Union[str, os.PathLike], *, uint8=None, uint16=None, float16=None, keep=None,
@@ -53,9 +52,7 @@ def save_web_model(model, out_dir: Union[str, os.PathLike], *, uint8=None, uint1
     else:
         source = str(model) if isinstance(model, (str, os.PathLike)) else "the Keras model"
         report, targets = QuantizeReport.plan(names, out_dir, uint8, uint16, float16, keep, source, allow_unmatched)
-    document = {"format": "layers-model", "generatedBy": generated_by, "convertedBy": f"qshard {__version__}",
-                "modelTopology": topology}
-    return write_model(document, weights, out_dir, report, targets, shard_size=shard_size, force=force,
+    return write_model(layers_document(topology, generated_by), weights, out_dir, report, targets, shard_size=shard_size, force=force,
                        threads=threads, progress=progress, inputs=sources)
 
 

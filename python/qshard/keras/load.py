@@ -205,6 +205,13 @@ def load_keras_file(path: Union[str, os.PathLike], extra: str = "keras", purpose
         raise ConversionError(f"{path}: Keras could not load it: {type(error).__name__}: {error}") from None
 
 
+def layers_document(topology: Dict[str, Any], generated_by: str) -> Dict[str, Any]:
+    """The model.json of a tfjs layers model with this topology, without its weightsManifest."""
+    from qshard import __version__
+    return {"format": "layers-model", "generatedBy": generated_by, "convertedBy": f"qshard {__version__}",
+            "modelTopology": topology}
+
+
 def load_model_parts(source) -> Tuple[Dict[str, Any], List[Tuple[str, np.ndarray]], str]:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)

@@ -1,23 +1,41 @@
-"""Tensor sources: every kind of weights file qshard reads, behind one small protocol.
+"""Tensor sources: every kind of model qshard reads, behind one small protocol and one registry.
 
-A source is a model's tensors in file order (`Source.tensors`), each a `Tensor` with a name, shape,
-source dtype and a chunk reader, so converting a model never holds a whole large tensor in memory;
-a tensor whose stored bytes lie in a file as they are also gives its FileRange, and is then
-quantized by one C++ call (qshard.formats.file_range).
-Each input kind is one module here that registers an opener with `register`; adding a format
-(ONNX initializers, GGUF, ...) is one new module and one line at the bottom of this file. tfjs web
-models are read by qshard.formats.webmodel (their quantized codes and groups carry over as they are).
+A source (`Source`) is a model's tensors in file order, in groups, plus what to write beside the
+shards. Each tensor (`SourceTensor`) says its name, shape, web-model dtype and stored quantization,
+and gives its values as float32 chunks or its stored bytes as they are, never a whole large
+tensor in memory; a tensor whose values lie in a file as they are also gives their FileRange and
+is then quantized by one C++ call (qshard.formats.file_range). One loop quantizes any source:
+qshard.formats.writer.write_source, which `qshard.tfjs.quantize_model` runs.
+
+Which kind of input a path is, is decided here only: `guess_kind` asks each registered kind, in
+the order they were registered, whether it claims the path.
+
+Adding a format (ONNX initializers, GGUF, ...) is one new module in this package, imported at the
+bottom of this file, that:
+  1. parses the file's header (with qshard.formats.inputs: open_file / open_regular, parse_json,
+     read_npy_header...), refusing bad input with a SourceError that names the file and tensor;
+  2. makes one `Tensor` per tensor, calling `check_tensor` first: `read` yields its values in
+     C order as 1-D numpy chunks of about chunk_bytes (`pread_chunks(path, offset, nbytes, dtype)`
+     for values that lie in the file as they are, `array_reader(array)` for values in memory), and
+     `file_range=in_file(path, offset, nbytes, dtype)` where they lie in the file in a form the
+     C++ loop reads (float32/float16/bfloat16/float64, little-endian);
+  3. returns `Source(path, "gguf", tensors, close=...)` from an opener, and calls
+     `register("gguf", opener, claims=lambda p: has_suffix(p, ".gguf"), describes=".gguf")`.
+The writer, the CLI's --from, the report, NaN/Inf fall-back and atomic output then apply as they
+do for every other kind (tests/formats/test_seam.py registers a fake kind this way). A source
+whose tensors are stored quantized (tfjs) implements SourceTensor itself (sources/tfjs.py).
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
+from qshard import dtypes
 from qshard.errors import SourceError
 from qshard.formats import manifest as mf
 from qshard.formats.file_range import FileRange
@@ -27,6 +45,22 @@ from qshard.formats.shards import Scratch
 CHUNK_BYTES = 128 * 1024  # below Zen 1's L2 cliff for pread copies; see shards.ShardSet.chunks
 
 
+class SourceTensor(Protocol):
+    """The seam: what the write loop needs of a tensor, whatever file it comes from."""
+
+    name: str
+    shape: Tuple[int, ...]
+    web_dtype: str                             # the dtype a web model's manifest gives it
+    quantization: Optional[mf.Quantization]    # how its stored bytes are quantized (None: plain values)
+    nbytes: int                                # bytes it takes in the input (the report's bytes in)
+    stored_nbytes: int                         # bytes it takes written unquantized, as stored_chunks gives them
+    file_range: Optional[FileRange]            # where its values lie in files, for the C++ loop (None: chunks)
+
+    def float32_chunks(self, scratch: Scratch) -> Iterator[np.ndarray]:
+        """Its values as 1-D float32 chunks (only asked of float32 tensors)."""
+
+    def stored_chunks(self, scratch: Scratch) -> Iterator[np.ndarray]:
+        """The bytes a web model stores for it when it is not re-quantized, as uint8 chunks."""
 
 
 # The dtype each source dtype is stored as in a web model (as tensorflowjs converts them).
@@ -57,7 +91,7 @@ def check_tensor(where: str, shape, dtype: np.dtype) -> None:
 
 @dataclass
 class Tensor:
-    """One tensor of a source: its name, shape, source dtype, and a way to read it in chunks."""
+    """A SourceTensor of plain values: name, shape, source dtype, and a way to read it in chunks."""
 
     name: str
     shape: Tuple[int, ...]
@@ -65,6 +99,7 @@ class Tensor:
     read: Callable[[Scratch, int], Iterator[np.ndarray]]  # (scratch, chunk_bytes) -> 1-D chunks
     release: Callable[[], None] = lambda: None
     file_range: Optional[FileRange] = None  # where the stored bytes lie, when the C++ loop can read them
+    quantization: Optional[mf.Quantization] = None  # plain values are not stored quantized
 
     @property
     def size(self) -> int:
@@ -73,6 +108,14 @@ class Tensor:
     @property
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
+
+    @property
+    def web_dtype(self) -> str:
+        return tfjs_dtype(self.dtype)
+
+    @property
+    def stored_nbytes(self) -> int:
+        return self.size * mf.DTYPES[self.web_dtype]
 
     def chunks(self, scratch: Scratch, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
         return self.read(scratch, chunk_bytes)
@@ -90,7 +133,7 @@ class Tensor:
 
     def stored_chunks(self, scratch: Scratch, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
         """The bytes a web model stores for this tensor unquantized (tfjs dtype), chunk by chunk."""
-        target = dtypes.STORED_NUMPY[tfjs_dtype(self.dtype)]
+        target = dtypes.STORED_NUMPY[self.web_dtype]
         for chunk in self.read(scratch, chunk_bytes):
             if chunk.dtype == target:
                 yield chunk.view(np.uint8)
@@ -100,16 +143,32 @@ class Tensor:
                 yield out.view(np.uint8)
 
 
+def _manifest(groups: Sequence[mf.Group]) -> Any:
+    return mf.dump_manifest(groups)
+
+
 @dataclass
 class Source:
-    """A model's tensors in file order, and the model.json document when the input had one."""
+    """A model's tensors in file order, in groups, and the JSON document written beside the shards."""
 
     path: Path
     kind: str
-    tensors: List[Tensor]
-    document: Optional[dict] = None
-    groups: Optional[List[List[str]]] = None  # tfjs: names per group; others: one group
+    tensors: List[SourceTensor]
+    groups: Optional[List[List[SourceTensor]]] = None  # None: every tensor in one group
     close: Callable[[], None] = lambda: None
+    document: Callable[[Sequence[mf.Group]], Any] = _manifest  # the written groups -> the JSON to write
+    document_name: str = mf.MANIFEST_NAME
+    inputs: List[Path] = field(default_factory=list)  # files no output may overwrite (default: path)
+
+    def tensor_groups(self) -> List[List[SourceTensor]]:
+        """The tensors group by group, as the output keeps them."""
+        return self.groups if self.groups is not None else [self.tensors]
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def pread_chunks(path: Path, offset: int, nbytes: int, dtype: np.dtype):
@@ -135,6 +194,16 @@ def pread_chunks(path: Path, offset: int, nbytes: int, dtype: np.dtype):
     return read
 
 
+def array_reader(array: np.ndarray):
+    """A reader of an array already in memory, as C-order chunks of about chunk_bytes."""
+    flat = np.ascontiguousarray(array).reshape(-1)
+
+    def read(scratch: Scratch, chunk_bytes: int) -> Iterator[np.ndarray]:
+        step = max(chunk_bytes // max(flat.itemsize, 1), 1)
+        for begin in range(0, flat.size, step):
+            yield flat[begin:begin + step]
+    return read
+
 
 MAX_FILES = 100_000  # a folder of .npy weights with more files than this is not a model
 
@@ -155,58 +224,72 @@ def npy_files(folder: Path, first: bool = False) -> List[Path]:
     return sorted(found)
 
 
-# --- the registry --------------------------------------------------------------------------------
+def has_suffix(path: Path, *suffixes: str) -> bool:
+    """Whether path is not a folder and its name ends (in any case) with one of suffixes."""
+    return not path.is_dir() and path.name.lower().endswith(suffixes)
+
+
+# --- the registry: the one place that decides what kind of input a path is ----------------------
 
 Opener = Callable[[Path], Source]
-_OPENERS: Dict[str, Opener] = {}
-KINDS = ("tfjs", "safetensors", "npz", "h5")  # what --from accepts (tfjs is read by webmodel)
 
 
-def register(kind: str, opener: Opener) -> None:
-    """Make `open_source(path, kind)` call opener(path)."""
-    _OPENERS[kind] = opener
+@dataclass(frozen=True)
+class Kind:
+    """A registered input kind: how to open it, whether a path looks like it, and its words in errors."""
+
+    opener: Opener
+    claims: Callable[[Path], bool]  # whether guess_kind should take a path for this kind
+    describes: str
+
+
+def _never(path: Path) -> bool:
+    return False
+
+
+REGISTRY: Dict[str, Kind] = {}
+
+
+def register(kind: str, opener: Opener, claims: Optional[Callable[[Path], bool]] = None,
+             describes: str = "") -> None:
+    """Make `open_source(path, kind)` call opener(path), and `guess_kind(path)` answer kind for
+    the paths `claims` accepts (asked after the kinds registered before it)."""
+    REGISTRY[kind] = Kind(opener, claims or _never, describes or kind)
+
+
+def kinds() -> Tuple[str, ...]:
+    """The kinds registered, in order (what --from accepts)."""
+    return tuple(REGISTRY)
 
 
 def guess_kind(path: Union[str, os.PathLike]) -> str:
-    """The source kind from the path: a folder with a model JSON (model.json, weights_manifest.json
-    or any .json holding a weights manifest) or such a file is tfjs; .safetensors; .npz or a folder
-    of .npy; .h5 / .hdf5 / .keras weights."""
+    """The source kind from the path: the first registered kind that claims it."""
     p = Path(path)
     if not p.exists():
         raise SourceError(f"{p}: no such file or folder")
-    name = p.name.lower()
-    if p.is_dir():
-        if mf.model_files(p):
-            return "tfjs"
-        if npy_files(p, first=True):
-            return "npz"
-    elif name.endswith(".json"):
-        return "tfjs"
-    elif name.endswith(".safetensors"):
-        return "safetensors"
-    elif name.endswith(".npz"):
-        return "npz"
-    elif name.endswith((".h5", ".hdf5")):
-        return "h5"
-    raise SourceError(f"{p}: cannot tell what kind of model this is; supported: a tfjs web model (a folder "
-                      f"holding one model JSON, or the JSON file), .safetensors, .npz or a folder of .npy, "
-                      f"Keras .h5 / .weights.h5 (give --from {'|'.join(KINDS)})")
+    for kind, entry in REGISTRY.items():
+        if entry.claims(p):
+            return kind
+    described = ", ".join(entry.describes for entry in REGISTRY.values())
+    raise SourceError(f"{p}: cannot tell what kind of model this is; supported: {described} "
+                      f"(give --from {'|'.join(REGISTRY)})")
 
 
 def open_source(path: Union[str, os.PathLike], kind: Optional[str] = None) -> Source:
     """Open a model of any supported kind as a tensor source (kind guessed from the path if None)."""
     p = Path(path)
     kind = kind or guess_kind(p)
-    if kind not in KINDS:
-        raise SourceError(f"unknown source kind {kind!r} (supported: {', '.join(KINDS)})")
+    if kind not in REGISTRY:
+        raise SourceError(f"unknown source kind {kind!r} (supported: {', '.join(REGISTRY)})")
     if not p.exists():
         raise SourceError(f"{p}: no such file or folder")
-    opener = _OPENERS.get(kind)
-    if opener is None:
-        raise SourceError("tfjs sources are read by qshard.tfjs.quantize_model")
-    return opener(p)
+    source = REGISTRY[kind].opener(p)
+    if not source.inputs:
+        source.inputs = [p]
+    return source
 
 
-# The kinds qshard reads (each module registers its opener when imported).
-from qshard import dtypes
-from qshard.formats.sources import h5, numpy, safetensors  # noqa: E402,F401
+# The kinds qshard reads, in the order guess_kind asks them (each module registers itself).
+from qshard.formats.sources import tfjs, safetensors, numpy, h5, keras  # noqa: E402,F401
+
+KINDS = kinds()  # the built-in kinds

@@ -11,7 +11,7 @@ from qshard.errors import SourceError
 from qshard.formats.inputs import require_regular
 from qshard.optional import require
 from qshard.formats.shards import Scratch
-from qshard.formats.sources import Source, Tensor, check_tensor, register
+from qshard.formats.sources import Source, Tensor, check_tensor, has_suffix, register
 
 
 def check_dataset(d, where: str, error=SourceError) -> None:
@@ -82,4 +82,4 @@ def _reader(f, name: str, where: str):
     return read
 
 
-register("h5", open_h5)
+register("h5", open_h5, lambda p: has_suffix(p, ".h5", ".hdf5"), "Keras .h5 / .weights.h5 (HDF5 datasets)")

@@ -14,7 +14,7 @@ from qshard.errors import SourceError
 from qshard.formats.file_range import in_file
 from qshard.formats.inputs import check_memory, open_file, open_zip, read_exact, read_npy_header
 from qshard.formats.shards import Scratch
-from qshard.formats.sources import Source, Tensor, check_tensor, npy_files, pread_chunks, register
+from qshard.formats.sources import Source, Tensor, check_tensor, has_suffix, npy_files, pread_chunks, register
 
 
 def _npy_header(f, where: str):
@@ -97,4 +97,9 @@ def open_npy_folder(path: Path) -> Source:
     return Source(path, "npz", tensors)
 
 
-register("npz", lambda p: open_npy_folder(p) if p.is_dir() else open_npz(p))
+def _claims(path: Path) -> bool:
+    return bool(npy_files(path, first=True)) if path.is_dir() else has_suffix(path, ".npz")
+
+
+register("npz", lambda p: open_npy_folder(p) if p.is_dir() else open_npz(p), _claims,
+         ".npz or a folder of .npy")

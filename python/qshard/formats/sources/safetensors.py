@@ -13,7 +13,7 @@ from qshard.errors import SourceError
 from qshard.formats.file_range import in_file
 from qshard.formats.inputs import open_file, parse_json
 from qshard.formats.shards import Scratch
-from qshard.formats.sources import Source, Tensor, check_tensor, pread_chunks, register
+from qshard.formats.sources import Source, Tensor, check_tensor, has_suffix, pread_chunks, register
 
 MAX_HEADER = 100 << 20  # the safetensors library's own limit on the header
 
@@ -80,4 +80,4 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-register("safetensors", open_safetensors)
+register("safetensors", open_safetensors, lambda p: has_suffix(p, ".safetensors"), ".safetensors")
