@@ -5,7 +5,7 @@ import sys
 
 from qshard.cli import per_channel
 from qshard.cli.common import PATTERN_NOTE, Bar, dtype_flags, say, test_pause
-from qshard.formats.sources import KINDS
+from qshard.formats.sources import kinds
 
 
 def run(args) -> int:
@@ -38,10 +38,10 @@ def register(commands) -> None:
         epilog=PATTERN_NOTE + " Examples: qshard quantize web_model out --uint8 --float16 'dense_1/*' --keep 'conv1/*'; "
                "qshard quantize graph_model out --uint8 --per-channel (filters per channel, the rest uint8)")
     parser.add_argument("input", metavar="IN", help="tfjs model folder / model.json / weights_manifest.json, "
-                                                   ".safetensors, .npz or a folder of .npy, Keras .h5")
+                                                   ".safetensors, .npz or a folder of .npy, .h5, Keras .keras")
     parser.add_argument("output", metavar="OUT", help="output folder (must not exist unless --force)")
     dtype_flags(parser, "weights to leave as they are stored")
-    parser.add_argument("--from", dest="kind", choices=KINDS,
+    parser.add_argument("--from", dest="kind", choices=kinds(),
                        help="the kind of IN (default: guessed from the path)")
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--threads", type=int, help="threads for the kernels (default: all cores)")

@@ -197,6 +197,8 @@ def pread_chunks(path: Path, offset: int, nbytes: int, dtype: np.dtype):
 def array_reader(array: np.ndarray):
     """A reader of an array already in memory, as C-order chunks of about chunk_bytes."""
     flat = np.ascontiguousarray(array).reshape(-1)
+    if flat.dtype.isnative:  # numpy's own dtype object (h5py hands out equal copies the kernels refuse)
+        flat = flat.view(np.dtype(flat.dtype.str))
 
     def read(scratch: Scratch, chunk_bytes: int) -> Iterator[np.ndarray]:
         step = max(chunk_bytes // max(flat.itemsize, 1), 1)
