@@ -43,6 +43,7 @@ from qshard.formats.inputs import open_regular
 from qshard.formats.shards import Scratch
 
 CHUNK_BYTES = 128 * 1024  # below Zen 1's L2 cliff for pread copies; see shards.ShardSet.chunks
+Reader = Callable[[Scratch, int], Iterator[np.ndarray]]  # (scratch, chunk_bytes) -> 1-D chunks in C order
 
 
 class SourceTensor(Protocol):
@@ -96,7 +97,7 @@ class Tensor:
     name: str
     shape: Tuple[int, ...]
     dtype: np.dtype
-    read: Callable[[Scratch, int], Iterator[np.ndarray]]  # (scratch, chunk_bytes) -> 1-D chunks
+    read: Reader
     release: Callable[[], None] = lambda: None
     file_range: Optional[FileRange] = None  # where the stored bytes lie, when the C++ loop can read them
     quantization: Optional[mf.Quantization] = None  # plain values are not stored quantized
@@ -171,7 +172,7 @@ class Source:
         self.close()
 
 
-def pread_chunks(path: Path, offset: int, nbytes: int, dtype: np.dtype):
+def pread_chunks(path: Path, offset: int, nbytes: int, dtype: np.dtype) -> Reader:
     """A reader of [offset, offset + nbytes) of a file as chunks of dtype, via pread into a reused
     buffer (page-cache copies, no mapping)."""
     def read(scratch: Scratch, chunk_bytes: int) -> Iterator[np.ndarray]:
@@ -194,7 +195,7 @@ def pread_chunks(path: Path, offset: int, nbytes: int, dtype: np.dtype):
     return read
 
 
-def array_reader(array: np.ndarray):
+def array_reader(array: np.ndarray) -> Reader:
     """A reader of an array already in memory, as C-order chunks of about chunk_bytes."""
     flat = np.ascontiguousarray(array).reshape(-1)
     if flat.dtype.isnative:  # numpy's own dtype object (h5py hands out equal copies the kernels refuse)
