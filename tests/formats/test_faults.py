@@ -29,7 +29,8 @@ def test_two_processes_racing_for_one_destination(tmp_path):
     slow = qshard("quantize", src, tmp_path / "out", "--uint16", "-q", "--shard-size", "100000", env=slow_env)
     assert "paused" in slow.stderr.readline()  # past its 'does OUT exist' check, mid-write
     fast = qshard("quantize", src, tmp_path / "out", "--uint8", "-q")
-    assert fast.wait(60) == 0
+    fast.communicate(timeout=60)  # (communicate, not wait: it also closes the pipes)
+    assert fast.returncode == 0
     slow.send_signal(signal.SIGUSR1)  # resume only now: the order is fixed, not left to timing
     _, err = slow.communicate(timeout=60)
     assert slow.returncode == 2 and "created by another process" in err and "Traceback" not in err
@@ -60,7 +61,9 @@ def test_many_conversions_at_once(tmp_path):
     src = _model(tmp_path / "src", n=4, size=1 << 16)
     procs = [qshard("quantize", src, tmp_path / f"out{i}", "--uint8" if i % 2 else "--float16", "-q")
              for i in range(8)]
-    assert [p.wait(120) for p in procs] == [0] * 8
+    for p in procs:
+        p.communicate(timeout=120)  # (not wait: communicate also closes the pipes)
+    assert [p.returncode for p in procs] == [0] * 8
     expected = {i % 2: (tmp_path / f"out{i % 2}") for i in range(2)}
     for i in range(8):
         for name in os.listdir(expected[i % 2]):

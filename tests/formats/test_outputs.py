@@ -134,7 +134,7 @@ def _paused(place, out, *extra):
                         QSHARD_TEST_PAUSE_AT_BYTES=1 << 19, QSHARD_TEST_PAUSE_SECONDS=120)
     assert "paused" in proc.stderr.readline()
     temporaries = [p for p in os.listdir(out.parent) if p.startswith(f".{out.name}.qshard-")]
-    assert len(temporaries) == 1 and any(os.scandir(out.parent / temporaries[0]))
+    assert len(temporaries) == 1 and os.listdir(out.parent / temporaries[0])
     return proc
 
 
@@ -160,7 +160,7 @@ def test_a_killed_runs_temporary_is_removed_by_the_next_run(place):
     out = place / "work" / "out"
     proc = _paused(place, out)
     proc.kill()  # SIGKILL: no handler runs, the temporary stays
-    proc.wait(60)
+    proc.communicate(timeout=60)  # (not wait: communicate also closes the pipes)
     left = [p for p in os.listdir(place / "work") if p.startswith(".out.qshard-")]
     assert len(left) == 1
     done = run_qshard(["quantize", place / "in" / "big", out, "--uint8", "-q"], cwd=place / "work",
