@@ -1,4 +1,5 @@
 """The qshard command: help, version, info and bench, and its errors."""
+import os
 import json
 import subprocess
 import sys
@@ -121,3 +122,24 @@ def test_quantize_errors_are_one_line(tmp_path):
     broken = qshard("inspect", str(tmp_path / "bad"))
     assert broken.returncode == 2 and "model.json: invalid JSON" in broken.stderr
     assert qshard("verify", str(tmp_path / "bad")).returncode == 1
+
+
+def _python(code: str, **env) -> str:
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**environ, **env}).stdout.strip()
+
+
+def test_import_qshard_leaves_numpy_for_first_use():
+    """`import qshard` loads neither numpy nor the core; the array API loads them when first used."""
+    code = ("import sys, qshard; print('numpy' in sys.modules, 'qshard._core' in sys.modules); "
+            "from qshard import quantize; import numpy as np; quantize(np.ones(3, np.float32), 'uint8'); "
+            "print(qshard.__version__ == qshard._core.__version__, 'qshard.kernels' in sys.modules)")
+    assert _python(code).splitlines() == ["False False", "True True"]
+
+
+def test_the_command_keeps_numpy_to_one_blas_thread_unless_told():
+    """OpenBLAS threads spin at numpy's import on the cores quantize's workers need."""
+    code = "import os; from qshard import cli; import numpy; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    assert _python(code) == "1"
+    assert _python(code, OPENBLAS_NUM_THREADS="3") == "3"

@@ -5,11 +5,18 @@ Each command module has `register(commands)`, which adds its sub-parser and sets
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from typing import List, Optional
 
-from qshard import __version__, _core
+# numpy's OpenBLAS starts a thread per core when numpy is imported, and each spins for a while
+# waiting for work: on a 2-core machine that took ~19% of a 1 GiB `quantize` from its own workers.
+# No command does large BLAS work, so one BLAS thread unless the user chose otherwise. This must run
+# before numpy's first import: `import qshard` does not import it (qshard/__init__.py).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from qshard import __version__, _core  # noqa: E402
 from qshard.cli import (
     bench,
     guard,
