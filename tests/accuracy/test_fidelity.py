@@ -35,6 +35,8 @@ def test_top1_agreement_counts_samples():
     assert out.top1_agreement == 0.5 and out.outputs[0].kind == F.FLOAT
     assert F.is_classifier(ref) and F.is_classifier(ref[:, None, :])  # (N, 1, C): still one vector a sample
     assert not F.is_classifier(np.zeros((2, 5, 4))) and not F.is_classifier(np.zeros((2, 1)))
+    # blazeface's per-anchor scores, [1, 512, 1] a sample: not a vector of classes
+    assert not F.is_classifier(np.zeros((2, 1, 512, 1)))
 
 
 def test_integer_outputs_compare_exactly():

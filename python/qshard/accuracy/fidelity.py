@@ -104,9 +104,11 @@ def max_relative_error(reference: Samples, variant: Samples) -> float:
 
 
 def is_classifier(reference: Samples) -> bool:
-    """Whether each sample's output is one vector of several scores (size-1 axes aside)."""
+    """Whether each sample's output is one vector of several scores on its last axis (every other
+    axis of size 1, as Keras and tfjs put classes): a column of per-anchor scores ([anchors, 1], a
+    detector's) is not one."""
     first = np.asarray(reference[0])
-    return first.dtype.kind == "f" and np.squeeze(first).ndim == 1 and first.size > 1
+    return first.dtype.kind == "f" and first.ndim >= 1 and first.shape[-1] > 1 and first.size == first.shape[-1]
 
 
 def top1_agreement(reference: Samples, variant: Samples) -> float:
