@@ -219,3 +219,22 @@ _finding("zip_version_10_8", "data", "is not a readable zip archive (zip file ve
 _finding("negative_dim", "data", "shape must be a list of non-negative integers, got [6, -1, 0]",
          only=("tflite",))  # a ValueError from reshape
 _finding("zero_and_huge_dims", "data", "has more elements than any real tensor", only=("tflite",))  # ValueError
+
+
+def _encrypted(path: Path, members) -> Path:
+    """A stored zip whose members claim to be encrypted (general-purpose flag bit 0, set in each local
+    header and central directory entry), as the fuzzer built: zipfile asks for a password on open."""
+    raw = bytearray(npz(path, members).read_bytes())
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = raw.find(signature)
+        while at >= 0:
+            raw[at + flags_at] |= 0x1
+            at = raw.find(signature, at + 4)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@case("data", "member 'x.npy' of the data file (.npz) is encrypted")
+def data_encrypted_member(root):
+    return _encrypted(root / "d.npz", {"x.npy": X, "y.npy": Y})
+

@@ -225,3 +225,10 @@ def npy_header_lies(root):
     (folder / "w.npy").write_bytes(npy_bytes(header=b"{'descr': '<f4', 'fortran_order': True, "
                                                     b"'shape': (1000, 1000), }", data=b"\0" * 12))
     return folder
+
+
+@case("npz", "is encrypted; qshard reads only unencrypted archives")
+def npz_encrypted_member(root):
+    from hostile_keras import _encrypted
+    return _encrypted(root / "w.npz", {"w.npy": np.ones((2, 3), np.float32)})
+

@@ -254,6 +254,9 @@ def open_zip(path: PathLike, what: str, error: ErrorClass = InputError,
                 raise error(f"{path}: the {what} has {len(infos)} members; qshard reads at most {MAX_ZIP_MEMBERS}")
             total = 0
             for info in infos:
+                if info.flag_bits & 0x1:  # zipfile would ask for a password (RuntimeError) when opened
+                    raise error(f"{path}: member {info.filename!r} of the {what} is encrypted; qshard reads "
+                                f"only unencrypted archives")
                 if (info.compress_type != zipfile.ZIP_STORED
                         and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1)):
                     raise error(f"{path}: member {info.filename!r} of the {what} would inflate "
@@ -276,7 +279,7 @@ def read_member(archive: zipfile.ZipFile, name: str, source: str, error: ErrorCl
     try:
         with archive.open(info) as member:
             data = member.read(limit + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as e:
         raise error(f"{source}: {name!r} cannot be read ({e})") from None
     if len(data) > limit:
         raise error(f"{source}: {name!r} inflates past {limit} bytes")
