@@ -234,7 +234,17 @@ class TfjsRunner:
                                   f"cannot be run)")
         if path in self._models:
             return self._models[path]
-        reply = self._load_request(path)
+        document = web.file.document
+        if document.get("format") != "graph-model" and "node" not in document["modelTopology"]:
+            from ..layers.equalize import read_layers
+            read_layers(document, str(path))  # a broken topology is refused here: tfjs hangs on a cycle
+        try:
+            reply = self._load_request(path)
+        except TfjsRunError as error:
+            if self._proc is None:  # the worker died or timed out: its log says why
+                raise
+            first = str(error).splitlines()[0]  # tfjs refused the model: its first line says what
+            raise ModelInputError(first.rstrip(":")) from None
         tensor = lambda t: TensorInfo(t["key"], None if t["shape"] is None else tuple(t["shape"]),  # noqa: E731
                                       t.get("dtype"), t.get("name") or t["key"])
         info = ModelInfo(path, reply["format"], [tensor(t) for t in reply["inputs"]],
@@ -291,7 +301,8 @@ class TfjsRunner:
         for key, values in alone.items():
             row = batched[key][0]
             values = values.reshape(row.shape) if values.size == row.size else values
-            scale = float(np.max(np.abs(row))) if row.size and row.dtype.kind == "f" else 0.0
+            finite = row[np.isfinite(row)] if row.dtype.kind == "f" else row[:0]  # NaN would make atol NaN
+            scale = float(np.max(np.abs(finite))) if finite.size else 0.0
             if values.shape != row.shape or not np.allclose(values, row, rtol=0, atol=1e-4 * scale, equal_nan=True):
                 raise TfjsRunError(f"{info.path}: output {key} of a sample differs in a batch and alone")
         info.batch_checked = True

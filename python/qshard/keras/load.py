@@ -10,7 +10,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from qshard.errors import ConversionError
-from qshard.formats.inputs import available_memory, check_memory, open_zip, parse_json, require_regular
+from qshard.formats.inputs import (MAX_JSON_BYTES, available_memory, check_memory, open_zip, parse_json, read_member,
+                                   require_regular)
 from qshard.formats.manifest import element_count
 from qshard.formats.sources.h5 import check_dataset
 from qshard.keras.expand import check_weight
@@ -184,13 +185,16 @@ def _member(group, name: str, path: Path, kind, h5py):
 
 def check_keras_file(path: Path) -> None:
     """What can be checked before Keras is imported and opens the file: a regular .keras file, a
-    zip whose members inflate to what fits in memory (Keras reads the weights from the archive)."""
+    zip whose members inflate to what fits in memory (Keras reads the weights from the archive), with
+    a config.json holding a JSON object."""
     if path.suffix != ".keras":
         raise ConversionError(f"{path}: expected a Keras 3 .keras file")
     if not path.exists():
         raise ConversionError(f"{path}: no such file")
-    with open_zip(path, ".keras file", ConversionError, max_total=available_memory()):
-        pass
+    with open_zip(path, ".keras file", ConversionError, max_total=available_memory()) as archive:
+        raw = read_member(archive, "config.json", f"{path}: the .keras file", ConversionError, MAX_JSON_BYTES)
+    if not isinstance(parse_json(raw, f"{path}: config.json", ConversionError, "model config"), dict):
+        raise ConversionError(f"{path}: config.json is not a JSON object (a Keras model config)")
 
 
 def load_keras_file(path: Union[str, os.PathLike], extra: str = "keras", purpose: str = "loading a .keras file"):

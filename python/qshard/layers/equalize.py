@@ -91,7 +91,40 @@ def read_layers(document: dict, where: str) -> Tuple[List[Layer], set]:
         outputs = {layers[-1].name} if layers else set()
     else:
         outputs = {str(o[0]) for o in config.get("output_layers", []) if isinstance(o, list) and o}
+        _check_graph(entries, layers, outputs, where)
     return layers, outputs
+
+
+def _check_graph(entries: List[dict], layers: List[Layer], outputs: set, where: str) -> None:
+    """Refuse what tfjs-layers would choke or hang on: inbound nodes naming a layer or call that is not
+    there, outputs that are not layers, and a cycle among the calls (tfjs loops on one forever)."""
+    calls = {layer.name: len(entry.get("inbound_nodes") or []) for entry, layer in zip(entries, layers)}
+    missing = sorted(set(outputs) - set(calls))
+    if missing:
+        raise ModelInputError(f"{where}: output layer {missing[0]!r} is not in the model's layers")
+    needs = {}
+    for entry, layer in zip(entries, layers):
+        for k, node in enumerate(entry.get("inbound_nodes") or []):
+            needs[layer.name, k] = [(s, n) for s, n, _ in _node_inputs(node, where)]
+            for source, n in needs[layer.name, k]:
+                if source not in calls or (calls[source] and n >= calls[source]):
+                    raise ModelInputError(f"{where}: layer {layer.name!r} reads {source!r} (call {n}), which is "
+                                          f"not in the model")
+    state: Dict[tuple, int] = {}  # 1: on the path being walked, 2: done
+    for start in needs:
+        stack = [(start, iter(needs[start]))]
+        state[start] = state.get(start) or 1
+        while stack and state[start] == 1:
+            node, rest = stack[-1]
+            nxt = next(rest, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                raise ModelInputError(f"{where}: the inbound nodes form a cycle through layer {nxt[0]!r}")
+            elif nxt in needs and not state.get(nxt):
+                state[nxt] = 1
+                stack.append((nxt, iter(needs[nxt])))
 
 
 def _passes(layer: Layer) -> bool:
@@ -186,8 +219,8 @@ def equalize(pairs: List[Pair], values: Dict[str, np.ndarray], sweeps: int = 4) 
     used = []
     for p in pairs:
         kernels = (_weight(values, p.producer, FILTERS[p.producer.cls]), _weight(values, p.reader, FILTERS[p.reader.cls]))
-        if None in kernels:
-            continue
+        if None in kernels or not all(np.isfinite(values[k]).all() for k in kernels):
+            continue  # (NaN / Inf would spread through the factors to every channel)
         channels = _out_channels(p.producer, values[kernels[0]]).shape[0]
         if values[kernels[1]].shape[_in_axis(p.reader, values[kernels[1]])] % channels:
             continue

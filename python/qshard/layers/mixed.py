@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
 
+import numpy as np
+
 from ..accuracy import fidelity
 from ..accuracy.tfjs_runner import TfjsRunner
 from ..accuracy.weight_error import tensor_error
@@ -76,10 +78,15 @@ class LayersSearch:
     kernels when bias_correction is given (targets and input means, qshard.layers.bias)."""
 
     def __init__(self, reference: Path, floats: Path, samples: Samples, runner: TfjsRunner, work: Path, say: Say,
-                 bias_correction: Optional[tuple] = None):
+                 bias_correction: Optional[tuple] = None, source: Optional[Path] = None):
         self.samples, self.runner, self.work, self.say = samples, runner, work, say
         self.evaluations = 0
         self.bias_correction = bias_correction
+        self.reference = runner.run(reference, samples.inputs).outputs
+        runner.unload(reference)
+        if not all(np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in self.reference.values()):
+            raise ModelInputError(f"{source or reference}: the float model's own outputs hold NaN or Inf on the "
+                                  f"samples (non-finite weights?); there is nothing to keep close to")
         model = WebModel(floats)
         self.values = read_weights(floats)
         self.document = {k: v for k, v in model.file.document.items() if k != "weightsManifest"}
@@ -90,8 +97,6 @@ class LayersSearch:
         self.kinds = {n: "float16" if (e.sqnr("float16") or 0) > (e.sqnr("uint16") or 0) else "uint16"
                       for n, e in errors.items()}
         self.sizes = {s.name: s.size for s in specs}
-        self.reference = runner.run(reference, samples.inputs).outputs
-        runner.unload(reference)
 
     def ladder(self, name: str) -> tuple:
         return ("uint8", self.kinds[name], "float32")
@@ -165,7 +170,7 @@ def search_layers_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pat
             model = WebModel(start_from)
             targets = find_targets(*read_layers(model.file.document, str(model.file.path)), read_weights(start_from))
             correction = (targets, input_means(start_from, targets, samples, runner, tmp))
-        s = LayersSearch(reference, start_from, samples, runner, tmp, say, correction)
+        s = LayersSearch(reference, start_from, samples, runner, tmp, say, correction, source=given.file.path)
         found = search(s, min_cosine)
         found.report = s.write(found.choice, out, force=force, inputs=given.files())
     result = LayersMixedResult(**{f.name: getattr(found, f.name) for f in fields(MixedResult)})
