@@ -43,32 +43,32 @@ def h5_fifo(root):
     return fifo_at(root, "m.h5")
 
 
-@case("h5model", "model_config must be an object with 'class_name' and 'config'", only=("convert",))
+@case("h5model", "model_config must be an object with 'class_name' and 'config'", only=("convert", "quantize-keras"))
 def h5model_config_without_config(root):
     return h5_model(root / "m.h5", {"class_name": "Sequential"})
 
 
-@case("h5model", "a malformed Keras .h5 model (KeyError: 'class_name')", only=("convert",))
+@case("h5model", "a malformed Keras .h5 model (KeyError: 'class_name')", only=("convert", "quantize-keras"))
 def h5model_layer_without_class(root):
     return h5_model(root / "m.h5", {"class_name": "Sequential", "config": {"layers": [{"config": {}}]}})
 
 
-@case("h5model", "model_config: invalid JSON", only=("convert",))
+@case("h5model", "model_config: invalid JSON", only=("convert", "quantize-keras"))
 def h5model_config_not_json(root):
     return h5_model(root / "m.h5", '{"class_name": ')
 
 
-@case("h5model", "the model_config nests 901 levels deep", only=("convert",))
+@case("h5model", "the model_config nests 901 levels deep", only=("convert", "quantize-keras"))
 def h5model_config_deep(root):
     return h5_model(root / "m.h5", '{"class_name": "Sequential", "config": ' + deep(900) + "}")
 
 
-@case("h5model", "lists 'missing', which the file does not have", only=("convert",))
+@case("h5model", "lists 'missing', which the file does not have", only=("convert", "quantize-keras"))
 def h5model_missing_layer(root):
     return h5_model(root / "m.h5", layer_names=(b"dense", b"missing"))
 
 
-@case("h5model", "links to another file, which qshard does not open", only=("convert",))
+@case("h5model", "links to another file, which qshard does not open", only=("convert", "quantize-keras"))
 def h5model_external_link(root):
     import h5py
     path = h5_model(root / "m.h5")
@@ -92,6 +92,33 @@ def keras_not_a_zip(root):
     root.mkdir(parents=True, exist_ok=True)
     (root / "m.keras").write_bytes(b"not a zip at all")
     return root / "m.keras"
+
+
+@case("keras", "is not a readable zip archive")
+def keras_truncated(root):
+    path = npz(root / "m.keras", {"config.json": b"{}", "model.weights.h5": b"0" * 4000}, zipfile.ZIP_STORED)
+    path.write_bytes(path.read_bytes()[:2000])
+    return path
+
+
+@case("keras", "the .keras file: has no 'config.json'")
+def keras_without_config(root):
+    return npz(root / "m.keras", {"metadata.json": b"{}", "model.weights.h5": b"0" * 10}, zipfile.ZIP_DEFLATED)
+
+
+@case("keras", "config.json: invalid JSON")
+def keras_config_not_json(root):
+    return npz(root / "m.keras", {"config.json": b'{"class_name": ', "model.weights.h5": b"0"}, zipfile.ZIP_DEFLATED)
+
+
+@case("keras", "config.json is not a JSON object")
+def keras_config_not_an_object(root):
+    return npz(root / "m.keras", {"config.json": b"[1, 2]"}, zipfile.ZIP_DEFLATED)
+
+
+@case("h5model", "an HDF5 file without a model_config (weights only?)", only=("convert", "quantize-keras"))
+def h5model_without_model_config(root):
+    return h5_model(root / "m.h5", attrs=False)
 
 
 @case("keras", "to 4000000000 (a zip bomb?)")

@@ -44,9 +44,11 @@ def commands(kind: str, path: Path, t: Path) -> dict:
     if kind in ("safetensors", "npz", "npy", "h5"):
         return {"quantize": ["quantize", path, out, "--uint8"]}
     if kind == "h5model":
-        return {"convert": ["convert", path, out], "convert-graph": ["convert", path, out, "--to", "graph"]}
+        return {"convert": ["convert", path, out], "convert-graph": ["convert", path, out, "--to", "graph"],
+                "quantize-keras": ["quantize", path, out, "--uint8", "--from", "keras"]}
     if kind == "keras":
         return {"convert": ["convert", path, out], "convert-graph": ["convert", path, out, "--to", "graph"],
+                "quantize": ["quantize", path, out, "--uint8"],
                 "eval": ["eval", path, "--data", data, "--tflite", "none"],
                 "mixed": ["mixed", path, out, "--data", data],
                 "tflite": ["tflite", path, out, "--modes", "float32"]}
