@@ -41,3 +41,16 @@ def test_mixed_on_a_graph_model_keeps_the_budget(tmp_path, node):
 def test_mixed_refusals_are_one_line(tmp_path):
     run = qshard("mixed", str(tmp_path / "model.keras"), str(tmp_path / "out"))
     assert run.returncode == 2 and "needs --data" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_graph_model_whose_own_outputs_are_not_finite_is_refused(tmp_path, node):
+    src = MODELS["folded_batch_norm"](tmp_path / "src", np.random.default_rng(7))
+    shard = next(src.glob("*.bin"))
+    values = np.frombuffer(shard.read_bytes(), np.float32).copy()
+    values[3] = np.nan  # in conv1/weights, the first weight
+    shard.write_bytes(values.tobytes())
+    run = qshard("mixed", str(src), str(tmp_path / "out"), "--samples", "2", "-q")
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    last = run.stderr.strip().splitlines()[-1]  # (after the made-up samples warning)
+    assert last.startswith(f"qshard: error: {src}") and "outputs hold NaN or Inf" in last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no output, no temporary

@@ -103,6 +103,16 @@ def find_node_modules(backend: str = "cpu", folder: Optional[PathLike] = None) -
                                f"`{INSTALL}` there, or set QSHARD_TFJS_NODE_MODULES to a node_modules folder")
 
 
+def require_finite(outputs: Outputs, source: PathLike) -> None:
+    """Refuse a float model whose own outputs hold NaN or Inf: a search has nothing to keep close to."""
+    for value in outputs.values():
+        for array in value if isinstance(value, list) else [value]:
+            array = np.asarray(array)
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise ModelInputError(f"{source}: the float model's own outputs hold NaN or Inf on the samples "
+                                      f"(non-finite weights?); there is nothing to keep close to")
+
+
 class TfjsRunner:
     """A stock tfjs worker process (Node): load models once, predict many samples, time predicts."""
 

@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Union
 
 from qshard.accuracy import fidelity
 from qshard.accuracy.graph_outputs import decoded_outputs
-from qshard.accuracy.tfjs_runner import TfjsRunner
+from qshard.accuracy.tfjs_runner import TfjsRunner, require_finite
 from qshard.accuracy.web_data import Samples
 from qshard.errors import QshardError
 from qshard.formats.outputs import check_new_folder, temporary_folder
@@ -100,6 +100,7 @@ class _Search:
         self.decoded = decoded_outputs(info.path, [o.key for o in info.outputs])
         self.reference = runner.run(src, samples.inputs).outputs
         runner.unload(src)
+        require_finite(self.reference, info.path)
         if bias_correct or rounding == "gram":
             say("measuring each layer's input statistics")
             means, grams = input_statistics(src, samples, runner, work, gram=rounding == "gram")

@@ -20,10 +20,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
 
-import numpy as np
-
 from ..accuracy import fidelity
-from ..accuracy.tfjs_runner import TfjsRunner
+from ..accuracy.tfjs_runner import TfjsRunner, require_finite
 from ..accuracy.weight_error import tensor_error
 from ..accuracy.web_data import Samples
 from ..accuracy.web_eval import write_float32
@@ -84,9 +82,7 @@ class LayersSearch:
         self.bias_correction = bias_correction
         self.reference = runner.run(reference, samples.inputs).outputs
         runner.unload(reference)
-        if not all(np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in self.reference.values()):
-            raise ModelInputError(f"{source or reference}: the float model's own outputs hold NaN or Inf on the "
-                                  f"samples (non-finite weights?); there is nothing to keep close to")
+        require_finite(self.reference, source or reference)
         model = WebModel(floats)
         self.values = read_weights(floats)
         self.document = {k: v for k, v in model.file.document.items() if k != "weightsManifest"}
