@@ -177,3 +177,15 @@ def test_sigterm_leaves_nothing_behind(tmp_path):
     rest = proc.communicate(timeout=60)[1]
     assert proc.returncode == 128 + signal.SIGTERM and "interrupted (SIGTERM)" in rest
     assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]
+
+
+def test_float64_beyond_float32_becomes_inf_quietly_and_is_named(tmp_path):
+    """1e300 overflows float32 to inf as tensorflowjs's cast does: no numpy warning on the terminal,
+    the writer's non-finite policy names the weight and keeps it unquantized."""
+    np.savez(tmp_path / "w.npz", w=np.array([1.0, 1e300, -2.0]), v=np.array([1.0, 2.0, 3.0]))
+    run = subprocess.run([sys.executable, "-m", "qshard", "quantize", str(tmp_path / "w.npz"), str(tmp_path / "out"),
+                          "--uint8"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "Warning" not in run.stderr and "'w'" in run.stderr and "Inf" in run.stderr
+    got = tfjs.read_weights(tmp_path / "out")
+    assert got["w"].dtype == np.float32 and np.isposinf(got["w"][1]) and got["w"][0] == 1.0

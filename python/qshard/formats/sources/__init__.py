@@ -129,7 +129,8 @@ class Tensor:
                 yield chunk
             else:
                 out = scratch.get(3, chunk.size * 4).view(np.float32)
-                out[...] = chunk
+                with np.errstate(over="ignore"):  # float64 beyond float32 becomes +-inf, as in tensorflowjs;
+                    out[...] = chunk              # the writer's non-finite policy then says so by name
                 yield out
 
     def stored_chunks(self, scratch: Scratch, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
@@ -140,7 +141,8 @@ class Tensor:
                 yield chunk.view(np.uint8)
             else:
                 out = scratch.get(3, chunk.size * target.itemsize).view(target)
-                out[...] = chunk  # (int64 -> int32 wraps as numpy's astype does, like tensorflowjs)
+                with np.errstate(over="ignore"):  # float64 -> +-inf, int64 -> int32 wraps: as numpy's astype
+                    out[...] = chunk              # does, like tensorflowjs
                 yield out.view(np.uint8)
 
 
