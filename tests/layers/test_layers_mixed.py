@@ -39,11 +39,19 @@ def test_equalization_keeps_the_function_and_narrows_the_channels(wide_layers, t
     ref, got = tfjs_runner.run(src, {"image": x}).outputs, tfjs_runner.run(tmp_path / "eq", {"image": x}).outputs
     scale = np.abs(ref["fc"]).max()
     assert np.abs(got["fc"] - ref["fc"]).max() <= 1e-4 * scale
-    # per-tensor uint8: collapses as given, holds once equalized
-    quantize_model(src, tmp_path / "u8", uint8=True)
-    quantize_model(tmp_path / "eq", tmp_path / "eq-u8", uint8=True)
-    assert cosine(tfjs_runner, src, tmp_path / "u8", x)[0] < 0.99
-    assert cosine(tfjs_runner, src, tmp_path / "eq-u8", x)[0] > cosine(tfjs_runner, src, tmp_path / "u8", x)[0]
+    # per-tensor uint8 of the equalized kernels: the narrowest channel keeps far more of itself. (The
+    # whole model's uint8 cosine is no measure here: the batch norm's own statistics collapse it with
+    # or without equalization, and which of two collapsed cosines is lower depends on the draw.)
+    for name in ("c1/kernel", "c2/kernel"):
+        assert worst_channel_error(after[name]) < worst_channel_error(before[name]) / 4, (name, worst_channel_error(after[name]), worst_channel_error(before[name]))
+
+
+def worst_channel_error(kernel: np.ndarray) -> float:
+    """The largest, over output channels (last axis), of a channel's uint8 RMS error over its own RMS."""
+    from qshard.accuracy.weight_error import roundtrip
+    k = kernel.reshape(-1, kernel.shape[-1]).astype(np.float64)
+    err = roundtrip(kernel, "uint8").reshape(k.shape) - k
+    return float(np.max(np.sqrt((err ** 2).mean(0)) / np.sqrt((k ** 2).mean(0))))
 
 
 @pytest.mark.slow
