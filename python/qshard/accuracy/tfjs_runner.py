@@ -309,9 +309,10 @@ class TfjsRunner:
         batch axis and still mix the samples (a reshape that flattens it, a decoder over the batch)."""
         alone, _ = self._call(info, arranged.sample(0), 1)
         for key, values in alone.items():
-            row = batched[key][0]
+            row = np.asarray(batched[key][0])  # 0-d for a [batch] output
             values = values.reshape(row.shape) if values.size == row.size else values
-            finite = row[np.isfinite(row)] if row.dtype.kind == "f" else row[:0]  # NaN would make atol NaN
+            # the tolerance's scale over finite values (NaN would make atol NaN); integer outputs exact
+            finite = row[np.isfinite(row)] if row.dtype.kind == "f" else np.zeros(0)
             scale = float(np.max(np.abs(finite))) if finite.size else 0.0
             if values.shape != row.shape or not np.allclose(values, row, rtol=0, atol=1e-4 * scale, equal_nan=True):
                 raise TfjsRunError(f"{info.path}: output {key} of a sample differs in a batch and alone")
