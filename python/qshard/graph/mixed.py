@@ -75,7 +75,35 @@ def _flags(choice: Dict[str, str]) -> dict:
             "uint8": by.get("uint8"), "uint16": by.get("uint16"), "keep": by.get("float32")}
 
 
-class _Search:
+class Candidates:
+    """What the graph and layers searches share: each candidate choice written as a real model, run in
+    tfjs on the samples and measured against the float model's outputs. A subclass sets samples,
+    runner, work, say, reference, decoded (output keys measured as decoded), sizes and evaluations,
+    and writes a candidate with candidate(choice, folder), which returns the path tfjs loads."""
+
+    def candidate(self, choice: Dict[str, str], folder: Path) -> Path:
+        raise NotImplementedError
+
+    def cosines(self, choices: List[Dict[str, str]], tag: str) -> List[float]:
+        """Worst-sample cosine of each choice, each written, run in tfjs and removed in turn."""
+        out = []
+        for i, choice in enumerate(choices):
+            self.say(f"{tag}: candidate {i + 1} of {len(choices)}")
+            folder = self.work / f"{tag}{i}"
+            model = self.candidate(choice, folder)
+            outputs = self.runner.run(model, self.samples.inputs).outputs
+            self.runner.unload(model)
+            shutil.rmtree(folder, ignore_errors=True)
+            self.evaluations += 1
+            cos = fidelity.compare(self.reference, outputs, self.decoded).worst_cosine
+            out.append(-1.0 if cos is None or cos != cos else cos)  # NaN (non-finite outputs): fails any budget
+        return out
+
+    def bytes(self, choice: Dict[str, str]) -> int:
+        return sum(self.sizes[n] * BYTES[c] for n, c in choice.items())
+
+
+class _Search(Candidates):
     def __init__(self, src: Path, samples: Samples, runner: TfjsRunner, work: Path, equalize: bool, say,
                  bias_correct: bool = True, rounding: str = "nearest"):
         self.src, self.samples, self.runner, self.work, self.equalize, self.say = src, samples, runner, work, equalize, say
@@ -108,21 +136,10 @@ class _Search:
             self.rounding = GramRounding(grams) if rounding == "gram" else None
             self.evaluations += 1
 
-    def cosines(self, choices: List[Dict[str, str]], tag: str) -> List[float]:
-        """Worst-sample cosine of each choice, each written, run in tfjs and removed in turn."""
-        out = []
-        for i, choice in enumerate(choices):
-            self.say(f"{tag}: candidate {i + 1} of {len(choices)}")
-            folder = self.work / f"{tag}{i}"
-            quantize_graph_model(self.src, folder, equalize=self.equalize, input_means=self.means,
-                                 rounding=self.rounding, **_flags(choice))
-            outputs = self.runner.run(folder / self.file_name, self.samples.inputs).outputs
-            self.runner.unload(folder / self.file_name)
-            shutil.rmtree(folder, ignore_errors=True)
-            self.evaluations += 1
-            cos = fidelity.compare(self.reference, outputs, self.decoded).worst_cosine
-            out.append(-1.0 if cos is None or cos != cos else cos)  # NaN (non-finite outputs): fails any budget
-        return out
+    def candidate(self, choice: Dict[str, str], folder: Path) -> Path:
+        quantize_graph_model(self.src, folder, equalize=self.equalize, input_means=self.means,
+                             rounding=self.rounding, **_flags(choice))
+        return folder / self.file_name
 
     def keep_bias_correction_if_it_helps(self, base: Dict[str, str], cos: float) -> float:
         """The smallest choice without bias correction too; the correction stays only if it did better
@@ -142,9 +159,6 @@ class _Search:
     def level(self, levels: Dict[str, int]) -> Dict[str, str]:
         """The choice with these levels (absent: the smallest, uint16 for the small weights)."""
         return {n: self.ladder(n)[levels.get(n, int(n in self.small))] for n in self.kinds}
-
-    def bytes(self, choice: Dict[str, str]) -> int:
-        return sum(self.sizes[n] * BYTES[c] for n, c in choice.items())
 
 
 def search_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], samples: Samples, *,
@@ -185,9 +199,9 @@ def search_graph_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Path
 
 
 def search(s, min_cosine: float) -> MixedResult:
-    """Steps 1-4 over a search state `s` (kinds, sizes, ladder(name), level(levels), bytes(choice),
-    cosines(choices, tag), evaluations; optionally small, give_back_share and
-    keep_bias_correction_if_it_helps(base, cos)): graph models use _Search, layers models their own."""
+    """Steps 1-4 over a search state `s` (a Candidates with kinds, ladder(name) and level(levels);
+    optionally small, give_back_share and keep_bias_correction_if_it_helps(base, cos)): graph models
+    use _Search, layers models their own."""
     small = getattr(s, "small", set())
     base = s.level({})
     (cos,) = s.cosines([base], "smallest")

@@ -13,14 +13,12 @@ on the samples (qshard.layers.bias), so the search sees, and writes, the correct
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
 
-from ..accuracy import fidelity
 from ..accuracy.tfjs_runner import TfjsRunner, require_finite
 from ..accuracy.weight_error import tensor_error
 from ..accuracy.web_data import Samples
@@ -28,7 +26,7 @@ from ..accuracy.web_eval import write_float32
 from ..errors import ModelInputError
 from ..formats.outputs import check_new_folder, temporary_folder
 from ..formats.webmodel import QuantizeReport, write_model
-from ..graph.mixed import BYTES, MixedResult, search
+from ..graph.mixed import Candidates, MixedResult, search
 from ..tfjs import WebModel, quantize_model, read_weights
 from .bias import corrected, find_targets, input_means
 from .equalize import equalize as equalize_pairs
@@ -45,12 +43,18 @@ def is_layers_model(path: Union[str, os.PathLike]) -> bool:
     return fmt == "layers-model" or (fmt is None and isinstance(topology, dict) and "node" not in topology)
 
 
-def quantize_equalized(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], **patterns) -> tuple:
-    """Equalize a layers model's weights across layer pairs, then quantize them per the patterns
-    (quantize_model's keywords) into out_dir; (QuantizeReport, 'producer -> reader' per pair)."""
+def _layers_model(src: Union[str, os.PathLike]) -> WebModel:
+    """The web model at src, which must be a layers model."""
     given = WebModel(src)
     if not is_layers_model(given.file.path):
         raise ModelInputError(f"{given.file.path}: not a tfjs layers model (format {given.file.document.get('format')})")
+    return given
+
+
+def quantize_equalized(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], **patterns) -> tuple:
+    """Equalize a layers model's weights across layer pairs, then quantize them per the patterns
+    (quantize_model's keywords) into out_dir; (QuantizeReport, 'producer -> reader' per pair)."""
+    given = _layers_model(src)
     out = Path(out_dir)
     check_new_folder(out, patterns.get("force", False), given.files())
     folder = out.parent if str(out.parent) else Path(".")
@@ -62,15 +66,15 @@ def quantize_equalized(src: Union[str, os.PathLike], out_dir: Union[str, os.Path
 
 def write_equalized(src: Path, out: Path) -> List[str]:
     """src's weights as float32, equalized across layer pairs, into out; 'producer -> reader' per pair."""
-    where = str(WebModel(src).file.path)
+    model = WebModel(src)
     values = read_weights(src)
-    layers, outputs = read_layers(WebModel(src).file.document, where)
+    layers, outputs = read_layers(model.file.document, str(model.file.path))
     pairs = equalize_pairs(find_pairs(layers, outputs), values)
     write_float32(src, out, values)
     return [f"{p.producer.name} -> {p.reader.name}" for p in pairs]
 
 
-class LayersSearch:
+class LayersSearch(Candidates):
     """The search state qshard.graph.mixed.search works on, for a layers model: candidates are
     written from the float32 (possibly equalized) weights, biases corrected for each candidate's
     kernels when bias_correction is given (targets and input means, qshard.layers.bias)."""
@@ -79,6 +83,7 @@ class LayersSearch:
                  bias_correction: Optional[tuple] = None, source: Optional[Path] = None):
         self.samples, self.runner, self.work, self.say = samples, runner, work, say
         self.evaluations = 0
+        self.decoded = []  # decoded outputs are found among graph nodes; a layers model has none
         self.bias_correction = bias_correction
         self.reference = runner.run(reference, samples.inputs).outputs
         runner.unload(reference)
@@ -100,9 +105,6 @@ class LayersSearch:
     def level(self, levels: Dict[str, int]) -> Dict[str, str]:
         return {n: self.ladder(n)[levels.get(n, 0)] for n in self.kinds}
 
-    def bytes(self, choice: Dict[str, str]) -> int:
-        return sum(self.sizes[n] * BYTES[c] for n, c in choice.items())
-
     def write(self, choice: Dict[str, str], folder: Path, force: bool = False, inputs=()) -> QuantizeReport:
         """The candidate `choice` as a layers model in folder; the QuantizeReport."""
         values = corrected(self.values, *self.bias_correction, choice) if self.bias_correction else self.values
@@ -111,20 +113,9 @@ class LayersSearch:
         return write_model(self.document, [(n, values[n]) for n in self.names], folder, report, targets,
                            force=force, inputs=inputs)
 
-    def cosines(self, choices: List[Dict[str, str]], tag: str) -> List[float]:
-        """Worst-sample cosine of each choice, each written, run in tfjs and removed in turn."""
-        out = []
-        for i, choice in enumerate(choices):
-            self.say(f"{tag}: candidate {i + 1} of {len(choices)}")
-            folder = self.work / f"{tag}{i}"
-            self.write(choice, folder)
-            outputs = self.runner.run(folder, self.samples.inputs).outputs
-            self.runner.unload(folder)
-            shutil.rmtree(folder, ignore_errors=True)
-            self.evaluations += 1
-            cos = fidelity.compare(self.reference, outputs, []).worst_cosine
-            out.append(-1.0 if cos is None or cos != cos else cos)  # NaN (non-finite outputs): fails any budget
-        return out
+    def candidate(self, choice: Dict[str, str], folder: Path) -> Path:
+        self.write(choice, folder)
+        return folder
 
 
 @dataclass
@@ -145,9 +136,7 @@ def search_layers_model(src: Union[str, os.PathLike], out_dir: Union[str, os.Pat
     quantization error from the samples' means."""
     start = time.perf_counter()
     src, out = Path(src), Path(out_dir)
-    given = WebModel(src)
-    if not is_layers_model(given.file.path):
-        raise ModelInputError(f"{given.file.path}: not a tfjs layers model (format {given.file.document.get('format')})")
+    given = _layers_model(src)
     check_new_folder(out, force, given.files())  # before the search, which takes long
     say = progress or (lambda _text: None)
     folder = out.parent if str(out.parent) else Path(".")
