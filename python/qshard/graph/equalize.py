@@ -15,6 +15,15 @@ from .channels import GraphView, Layer, Move
 from .per_channel import apply_move
 
 
+def factors(r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
+    """Per channel, t = sqrt(r1 / r2): dividing the producer's channel by t and multiplying the
+    readers' by it leaves both with range sqrt(r1 * r2); 1 where either range is zero."""
+    t = np.ones_like(r1)
+    ok = (r1 > 0) & (r2 > 0)
+    t[ok] = np.sqrt(r1[ok] / r2[ok])
+    return t
+
+
 def _ranges(move: Move, values: Dict[str, np.ndarray]):
     layer = move.layer
     r1 = np.abs(layer.rows(values[layer.weight])).max(axis=1).astype(np.float64)
@@ -37,9 +46,5 @@ def equalize(view: GraphView, values: Dict[str, np.ndarray], layers: Iterable[La
             moves.append(move)
     for _ in range(sweeps):
         for move in moves:
-            r1, r2 = _ranges(move, values)
-            ok = (r1 > 0) & (r2 > 0)
-            t = np.ones_like(r1)
-            t[ok] = np.sqrt(r1[ok] / r2[ok])
-            apply_move(move, values, t, in_factors=in_factors)
+            apply_move(move, values, factors(*_ranges(move, values)), in_factors=in_factors)
     return moves

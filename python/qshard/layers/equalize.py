@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import ModelInputError
+from ..graph.equalize import factors
 
 FILTERS = {"Conv1D": "kernel", "Conv2D": "kernel", "DepthwiseConv2D": "depthwise_kernel", "Dense": "kernel"}
 PASS = {"ReLU", "LeakyReLU", "PReLU", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
@@ -230,9 +231,7 @@ def equalize(pairs: List[Pair], values: Dict[str, np.ndarray], sweeps: int = 4) 
         for p, (k1, k2), channels in used:
             r1 = np.abs(_out_channels(p.producer, values[k1])).max(axis=1).astype(np.float64)
             r2 = np.abs(_in_rows(p.reader, values[k2], channels)).max(axis=1).astype(np.float64)
-            t = np.ones_like(r1)
-            ok = (r1 > 0) & (r2 > 0)
-            t[ok] = np.sqrt(r1[ok] / r2[ok])
+            t = factors(r1, r2)
             shape = values[k1].shape
             values[k1] = (_out_channels(p.producer, values[k1]) / t[:, None]).T.reshape(shape).astype(np.float32)
             divided = [_weight(values, p.producer, "bias")]
