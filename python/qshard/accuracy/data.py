@@ -77,7 +77,7 @@ def load_arrays(path: PathLike, wanted: Optional[Sequence[str]], required: Seque
             where = f"{p}: array {key!r}"
             try:
                 member = archive.open(info)
-            except (zipfile.BadZipFile, NotImplementedError, OSError, ValueError, RuntimeError) as e:
+            except (zipfile.BadZipFile, NotImplementedError, OSError, ValueError) as e:
                 raise error(f"{where}: cannot be read ({e})") from None
             with member:
                 out[key] = _read_npy(member, info.file_size, where, error)

@@ -279,7 +279,7 @@ def read_member(archive: zipfile.ZipFile, name: str, source: str, error: ErrorCl
     try:
         with archive.open(info) as member:
             data = member.read(limit + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as e:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
         raise error(f"{source}: {name!r} cannot be read ({e})") from None
     if len(data) > limit:
         raise error(f"{source}: {name!r} inflates past {limit} bytes")
