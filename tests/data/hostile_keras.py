@@ -7,7 +7,8 @@ from typing import Tuple
 
 import numpy as np
 
-from make_hostile import CASES, Case, X, Y, case, data_file, deep, fifo_at, h5_model, lie_about_sizes, npy_bytes, npz
+from make_hostile import (CASES, Case, X, Y, case, data_file, deep, encrypted_npz, fifo_at, h5_model, lie_about_sizes,
+                          npy_bytes, npz)
 
 # --------------------------------------------------------------------------------------------------
 # HDF5 weights (quantize) and Keras 2 .h5 models (convert).
@@ -248,20 +249,7 @@ _finding("negative_dim", "data", "shape must be a list of non-negative integers,
 _finding("zero_and_huge_dims", "data", "has more elements than any real tensor", only=("tflite",))  # ValueError
 
 
-def _encrypted(path: Path, members) -> Path:
-    """A stored zip whose members claim to be encrypted (general-purpose flag bit 0, set in each local
-    header and central directory entry), as the fuzzer built: zipfile asks for a password on open."""
-    raw = bytearray(npz(path, members).read_bytes())
-    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
-        at = raw.find(signature)
-        while at >= 0:
-            raw[at + flags_at] |= 0x1
-            at = raw.find(signature, at + 4)
-    path.write_bytes(bytes(raw))
-    return path
-
-
 @case("data", "member 'x.npy' of the data file (.npz) is encrypted")
 def data_encrypted_member(root):
-    return _encrypted(root / "d.npz", {"x.npy": X, "y.npy": Y})
+    return encrypted_npz(root / "d.npz", {"x.npy": X, "y.npy": Y})
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from make_hostile import (CASES, Case, case, deep, edit_manifest, fifo_at, npy_bytes, npz, safetensors, swap_for_fifo,
-                          swap_for_socket, web_model)
+from make_hostile import (CASES, Case, case, deep, edit_manifest, encrypted_npz, fifo_at, npy_bytes, npz, safetensors,
+                          swap_for_fifo, swap_for_socket, web_model)
 
 # --------------------------------------------------------------------------------------------------
 # Web models (beyond the malformed manifests of tests/data/bad_models).
@@ -229,6 +229,5 @@ def npy_header_lies(root):
 
 @case("npz", "is encrypted; qshard reads only unencrypted archives")
 def npz_encrypted_member(root):
-    from hostile_keras import _encrypted
-    return _encrypted(root / "w.npz", {"w.npy": np.ones((2, 3), np.float32)})
+    return encrypted_npz(root / "w.npz", {"w.npy": np.ones((2, 3), np.float32)})
 

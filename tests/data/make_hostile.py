@@ -118,6 +118,19 @@ def npz(path: Path, members, compression=zipfile.ZIP_STORED) -> Path:
     return path
 
 
+def encrypted_npz(path: Path, members) -> Path:
+    """A stored zip whose members claim to be encrypted (general-purpose flag bit 0, set in each local
+    header and central directory entry), as the fuzzer built: zipfile asks for a password on open."""
+    raw = bytearray(npz(path, members).read_bytes())
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = raw.find(signature)
+        while at >= 0:
+            raw[at + flags_at] |= 0x1
+            at = raw.find(signature, at + 4)
+    path.write_bytes(bytes(raw))
+    return path
+
+
 def lie_about_sizes(path: Path, member_size: int, stored: bool) -> Path:
     """Patch a one-member zip's declared sizes (local header and central directory) to member_size
     inflated (and, when stored, compressed too): what a zip bomb declares, without the bytes."""
