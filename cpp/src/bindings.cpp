@@ -276,6 +276,13 @@ py::tuple writer_append_file(ShardWriter& w, const Pieces& pieces, const std::st
     return py::make_tuple(result.written, range_tuple(result.keys), result.params.min, result.params.scale);
 }
 
+void writer_append_file_bytes(ShardWriter& w, const Pieces& pieces) {
+    std::vector<FilePiece> where;
+    for (const auto& [path, offset, bytes] : pieces) where.push_back({path, offset, bytes});
+    py::gil_scoped_release release;
+    append_file_bytes(w, where);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -346,6 +353,8 @@ PYBIND11_MODULE(_core, m) {
              "Quantize a tensor stored in files (pieces: (path, offset, bytes) in order) to target and append\n"
              "the codes, in one call without the GIL. Returns (written, (min, max, has_nan), code_min, scale);\n"
              "written is False, and nothing appended, for NaN/Inf with uint8/uint16 or NaN with refuse_nan.")
+        .def("append_file_bytes", &writer_append_file_bytes, py::arg("pieces"),
+             "Append the bytes of pieces ((path, offset, bytes) in order) as they are, without the GIL.")
         .def("finish", [](ShardWriter& w) {
             py::gil_scoped_release release;
             w.finish();

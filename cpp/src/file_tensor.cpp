@@ -320,4 +320,11 @@ FileQuantized append_file(ShardWriter& writer, const Kernels& k, const StoredTen
     return result;
 }
 
+void append_file_bytes(ShardWriter& writer, const std::vector<FilePiece>& pieces) {
+    const RangeReader reader(pieces);
+    writer.append_produced(static_cast<size_t>(reader.total()), 1, [&](size_t first, size_t count, uint8_t* out) {
+        reader.read(first, count, out);
+    });
+}
+
 }  // namespace qshard

@@ -157,3 +157,46 @@ def test_an_npz_replaced_by_a_folder_while_converting(tmp_path):
             path.mkdir()  # open() succeeds on a folder; reading it fails (EISDIR)
     with pytest.raises(SourceError, match=re.escape(str(path)) + ": cannot read weight .b.: Is a directory"):
         tfjs.quantize_model(path, tmp_path / "out", float16=True, progress=swap)
+
+
+@pytest.mark.parametrize("kind", ["tfjs", "tfjs-uint8", "safetensors", "npz"])
+def test_weights_written_unchanged_are_copied_from_their_files(tmp_path, monkeypatch, kind):
+    # Weights no pattern selects, int32 ones and a NaN tensor refused for uint8 keep their stored
+    # bytes: copied by one C++ call when those are what the output stores, else through Python.
+    src = make_source(kind, tmp_path)
+    copied = []
+    real_from_files, real_item = writer._from_files, writer.source_item
+
+    def from_files(item, where, call):
+        if where is item.raw_range:
+            copied.append(item.name)
+        return real_from_files(item, where, call)
+    monkeypatch.setattr(writer, "_from_files", from_files)
+    report = tfjs.quantize_model(src, tmp_path / "c++", uint8=["n*"])
+    assert "nan" in {k.name for k in report.kept}
+    unchanged = {"constant", "zeros", "inf", "ids", "nan"}  # (the group is written again without "nan")
+    if kind == "tfjs":
+        assert set(copied) == unchanged
+    elif kind == "tfjs-uint8":  # codes too: the n* weights are stored as uint8 already, as asked
+        assert set(copied) == unchanged | {name for name in arrays() if name.startswith("n")}
+    else:  # float16 / float64 / big-endian values are converted to float32 first
+        assert "ids" in copied and set(copied) < unchanged
+        if kind == "npz":
+            with np.load(src) as stored:
+                assert all(stored[name].dtype == np.float32 for name in copied if name != "ids")
+
+    def without_range(tensor, target):
+        item = real_item(tensor, target)
+        item.raw_range = None
+        return item
+    monkeypatch.setattr(writer, "source_item", without_range)
+    tfjs.quantize_model(src, tmp_path / "python", uint8=["n*"])
+    same_output(tmp_path / "c++", tmp_path / "python")
+
+
+def test_a_tfjs_shard_cut_short_while_copying_a_weight(tmp_path):
+    src = tfjs_model(tmp_path / "src", {"a": np.ones(10, np.float32), "ids": np.arange(100_000, dtype=np.int32)})
+    last = sorted(src.glob("group1-shard*.bin"))[-1]
+    with pytest.raises(ShardError, match=re.escape(str(last)) + ": file ends early.*weight .ids."):
+        tfjs.quantize_model(src, tmp_path / "out", uint8=True, progress=truncate_once(last, 10))
+    assert sorted(os.listdir(tmp_path)) == ["src"]

@@ -84,4 +84,8 @@ MinMaxKeys minmax_file(const Kernels& k, const StoredTensor& t, unsigned threads
 FileQuantized append_file(ShardWriter& writer, const Kernels& k, const StoredTensor& t, Target target,
                           bool refuse_nan, unsigned threads);
 
+// A weight written unchanged: the pieces' bytes as they are, read straight into the shard buffer.
+// Read failures throw as append_file's do.
+void append_file_bytes(ShardWriter& writer, const std::vector<FilePiece>& pieces);
+
 }  // namespace qshard

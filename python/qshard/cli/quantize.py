@@ -9,7 +9,7 @@ from qshard.formats.sources import kinds
 
 
 def run(args) -> int:
-    from qshard.formats import webmodel as tfjs
+    from qshard.formats.writer import quantize_model
     if per_channel.asked(args):
         return per_channel.run(args)
     if not any(getattr(args, d) is not None for d in ("uint8", "uint16", "float16")):
@@ -17,7 +17,7 @@ def run(args) -> int:
               file=sys.stderr)
     bar = Bar("quantizing", not args.quiet)
     try:
-        report = tfjs.quantize_model(args.input, args.output, uint8=args.uint8, uint16=args.uint16,
+        report = quantize_model(args.input, args.output, uint8=args.uint8, uint16=args.uint16,
                                      float16=args.float16, keep=args.keep, shard_size=args.shard_size,
                                      force=args.force, threads=args.threads, progress=test_pause(bar),
                                      kind=args.kind, allow_unmatched=args.allow_unmatched)

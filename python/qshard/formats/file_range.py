@@ -3,21 +3,22 @@
 A source that can say "these bytes of these files, in this form" gives a tensor a FileRange; the
 writer then hands the whole tensor to `ShardWriter.append_file` (read, min/max, quantize, append,
 on threads, without the GIL). Sources that cannot (h5py datasets, Fortran-ordered arrays, arrays
-in memory, big-endian data) keep the Python chunk loop, with the same bytes out.
+in memory, big-endian data) keep the Python chunk loop, with the same bytes out. A tensor written
+unchanged whose file bytes are already what a web model stores (`as_stored`) is copied by
+`ShardWriter.append_file_bytes` the same way.
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Optional, Tuple, Type
-
-import numpy as np
+from typing import Optional, Tuple, Type, Union
 
 from qshard.errors import QshardError, SourceError
+from qshard.lazy import np
 
-# The stored forms the C++ loop widens to float32 itself (native little-endian only), by numpy dtype;
+# The stored forms the C++ loop widens to float32 itself (little-endian only), by numpy dtype string;
 # bfloat16 (no numpy dtype) and tfjs uint8/uint16 codes are named by their sources.
-_FORMS = {np.dtype("<f4"): "float32", np.dtype("<f2"): "float16", np.dtype("<f8"): "float64"}
+_FORMS = {"<f4": ("float32", 4), "<f2": ("float16", 2), "<f8": ("float64", 8)}
 
 
 @dataclass(frozen=True)
@@ -34,18 +35,41 @@ class FileRange:
     error: Type[QshardError] = SourceError
 
 
-def stored_form(dtype: np.dtype) -> Optional[str]:
+DType = Union["np.dtype", str]  # a numpy dtype, or its dtype.str ("<f4"): sources need not import numpy
+
+
+def dtype_str(dtype: DType) -> str:
+    """numpy's dtype.str of a dtype ("<f4"), without importing numpy when given one already."""
+    return dtype if isinstance(dtype, str) else np.dtype(dtype).str
+
+
+def stored_form(dtype: DType) -> Optional[str]:
     """The C++ loop's name for a numpy dtype it can read straight from a file, else None."""
     if sys.byteorder != "little":
         return None
-    return _FORMS.get(np.dtype(dtype))  # (native order compares equal to "<" here; ">" does not)
+    form = _FORMS.get(dtype_str(dtype))  # (native order is "<" here; ">" is not read)
+    return form[0] if form else None
 
 
-def in_file(path, offset: int, nbytes: int, dtype: np.dtype, stored: Optional[str] = None) -> Optional[FileRange]:
+# The numpy dtype strings of the weight dtypes a web model stores as plain little-endian values.
+_WEB_STORED = {"<f4": ("float32", 4), "<i4": ("int32", 4), "|b1": ("bool", 1), "<c8": ("complex64", 8)}
+
+
+def as_stored(path, offset: int, nbytes: int, dtype: DType, error: Type[QshardError] = SourceError) -> Optional[FileRange]:
+    """A one-piece FileRange for nbytes at offset of path when those bytes are what a web model
+    stores for the tensor unquantized (float32, int32, bool, complex64), else None (float64,
+    int64, float16... are converted first)."""
+    form = _WEB_STORED.get(dtype_str(dtype)) if sys.byteorder == "little" else None
+    if form is None:
+        return None
+    return FileRange(((str(path), int(offset), int(nbytes)),), form[0], int(nbytes) // form[1], error=error)
+
+
+def in_file(path, offset: int, nbytes: int, dtype: DType, stored: Optional[str] = None) -> Optional[FileRange]:
     """A one-piece FileRange for nbytes at offset of path, or None when the form is not readable
     by the C++ loop (stored names a form numpy has no dtype for, e.g. bfloat16)."""
     form = stored or stored_form(dtype)
     if form is None:
         return None
-    itemsize = 2 if form == "bfloat16" else np.dtype(dtype).itemsize
+    itemsize = 2 if form == "bfloat16" else _FORMS[dtype_str(dtype)][1]
     return FileRange(((str(path), int(offset), int(nbytes)),), form, int(nbytes) // itemsize)

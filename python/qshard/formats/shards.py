@@ -9,21 +9,19 @@ page in."""
 from __future__ import annotations
 
 import bisect
+import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Sequence, Tuple
 
-import numpy as np
-
 from qshard import dtypes
 from qshard.errors import ShardError
 from qshard.formats import manifest as mf
 from qshard.formats.file_range import FileRange
 from qshard.formats.inputs import check_memory, open_regular
-
-STORED_NUMPY = dtypes.STORED_NUMPY
+from qshard.lazy import np
 
 
 # Characters a browser (the WHATWG URL parser) resolves differently from a file system: it
@@ -243,7 +241,7 @@ class ShardSet:
         a 128 KiB buffer copies from the page cache at ~10 GB/s, into 256 KiB and more at ~2 GB/s
         (source and destination no longer fit the 512 KiB L2 together)."""
         loc = self.where[spec.name]
-        dtype = np.dtype(STORED_NUMPY[spec.stored_dtype])
+        dtype = dtypes.STORED_NUMPY[spec.stored_dtype]
         step = max(chunk_bytes // dtype.itemsize, 1) * dtype.itemsize
         buf = scratch.get(2, min(step, loc.nbytes))
         group = self.groups[loc.group]
@@ -261,6 +259,12 @@ class ShardSet:
         return FileRange(self.groups[loc.group].pieces(loc.offset, loc.nbytes), spec.stored_dtype, count, *codes,
                          error=ShardError)
 
+    def stored_range(self, spec: mf.WeightSpec) -> FileRange:
+        """Where a weight's stored bytes (codes, strings and all) lie in the shard files."""
+        loc = self.where[spec.name]
+        return FileRange(self.groups[loc.group].pieces(loc.offset, loc.nbytes), spec.stored_dtype, math.prod(spec.shape),
+                         error=ShardError)
+
     def raw_bytes(self, name: str) -> memoryview:
         """A weight's stored bytes, read into memory the caller owns."""
         loc = self.where[name]
@@ -272,7 +276,7 @@ class ShardSet:
         buf = self.raw_bytes(spec.name)
         if spec.dtype == "string" and not spec.quantization:
             return decode_strings(bytes(buf), spec.shape)
-        return np.frombuffer(buf, dtype=STORED_NUMPY[spec.stored_dtype]).reshape(spec.shape)
+        return np.frombuffer(buf, dtype=dtypes.STORED_NUMPY[spec.stored_dtype]).reshape(spec.shape)
 
 
 class Scratch:

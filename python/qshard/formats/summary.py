@@ -7,13 +7,10 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
 
-import numpy as np
-
-from qshard.accuracy.weight_error import error_of
 from qshard.errors import ManifestError, ShardError
 from qshard.formats import manifest as mf
 from qshard.formats.shards import GroupBytes, locate_group, safe_shard_path
-from qshard.formats.webmodel import WebModel
+from qshard.lazy import np
 
 
 @dataclass
@@ -87,6 +84,7 @@ class WeightRow:
 
 
 def _error(values: np.ndarray, original: np.ndarray):
+    from qshard.accuracy.weight_error import error_of
     a, b = np.asarray(values), np.asarray(original)
     if a.size == 0 or a.size != b.size:
         return None, None
@@ -106,6 +104,7 @@ def gzipped_size(path: Union[str, os.PathLike]) -> int:
 def inspect(path: Union[str, os.PathLike], against: Optional[Union[str, os.PathLike]] = None,
             gzip_size: bool = True) -> Dict[str, object]:
     """Per-weight table (and totals) of a web model; errors against an original model if given."""
+    from qshard.formats.webmodel import WebModel  # (the array API: every command but inspect goes without)
     model = WebModel(path)
     original = WebModel(against) if against else None
     original_names = {s.name for s in original.specs} if original else set()

@@ -17,7 +17,7 @@ import numpy as np
 
 from qshard.errors import QshardError
 from qshard.formats import manifest as mf
-from qshard.formats import patterns, sources
+from qshard.formats import patterns
 from qshard.formats.shards import ShardSet, encode_strings
 from qshard.formats.writer import (
     DEFAULT_SHARD_SIZE,
@@ -28,6 +28,7 @@ from qshard.formats.writer import (
     atomic_folder,
     check_shard_size,
     first_duplicate,
+    quantize_model,
     whole,
     write_groups,
     write_source,
@@ -186,23 +187,3 @@ def read_weights(path: Union[str, os.PathLike], *, raw: bool = False, rounding: 
     arrays are the caller's own, read from the shards (never views of a mapped file)."""
     model = WebModel(path)
     return {s.name: model.stored(s.name) if raw else model.values(s.name, rounding) for s in model.specs}
-
-
-def quantize_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *,
-                   uint8: patterns.Patterns = None, uint16: patterns.Patterns = None,
-                   float16: patterns.Patterns = None, keep: patterns.Patterns = None,
-                   shard_size: int = DEFAULT_SHARD_SIZE, force: bool = False, threads: Optional[int] = None,
-                   progress: Progress = None, kind: Optional[str] = None,
-                   allow_unmatched: bool = False) -> QuantizeReport:
-    """Re-quantize a web model (float or already quantized) into out_dir: the weights the patterns
-    select get the new dtype, every other weight and every other model.json key stay as they were.
-    Other inputs (kind 'safetensors', 'npz', 'h5', 'keras' or any registered source, guessed from
-    the path when None) are written the same way, as a weights manifest and shards (a Keras model as
-    a layers model). A pattern that matches no weight is a PatternError (nothing written) unless
-    allow_unmatched."""
-    check_shard_size(shard_size)
-    with sources.open_source(src, kind) as source:
-        return write_source(source, out_dir, uint8=uint8, uint16=uint16, float16=float16, keep=keep,
-                            shard_size=shard_size, force=force, threads=threads, progress=progress,
-                            allow_unmatched=allow_unmatched)
-

@@ -5,6 +5,7 @@ that appear only when complete. `write_source` is the one loop that quantizes an
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (
@@ -17,9 +18,8 @@ from typing import (
     Sequence,
     Set,
     Tuple,
+    Union,
 )
-
-import numpy as np
 
 from qshard import _core, dtypes
 from qshard.errors import QshardError, SourceError
@@ -28,6 +28,7 @@ from qshard.formats import patterns
 from qshard.formats.file_range import FileRange
 from qshard.formats.outputs import atomic_folder, write_file_atomically  # noqa: F401 (the writers' import)
 from qshard.formats.shards import Scratch
+from qshard.lazy import np
 
 if TYPE_CHECKING:
     from qshard.formats.sources import Source, SourceTensor
@@ -125,6 +126,7 @@ class Item:
     chunks: Optional[Callable[[Scratch], Iterable[np.ndarray]]] = None  # float32 values piece by piece
     raw_chunks: Optional[Callable[[Scratch], Iterable[np.ndarray]]] = None  # stored bytes piece by piece
     file_range: Optional[FileRange] = None        # where the values lie in files: one C++ call quantizes them
+    raw_range: Optional[FileRange] = None         # where the stored bytes lie as they are: one C++ call copies them
 
     @property
     def nbytes(self) -> int:
@@ -152,7 +154,7 @@ def whole(array: np.ndarray) -> Callable[[Scratch], Iterable[np.ndarray]]:
 def _merge_range(a: Tuple[float, float, bool], b: Tuple[float, float, bool]) -> Tuple[float, float, bool]:
     """Combine two (lo, hi, has_nan) as one pass would: -0.0 orders below +0.0."""
     def below(x, y):  # x < y in that order
-        return x < y or (x == y == 0 and np.signbit(x) and not np.signbit(y))
+        return x < y or (x == y == 0 and math.copysign(1.0, x) < 0 < math.copysign(1.0, y))
     lo = b[0] if below(b[0], a[0]) else a[0]
     hi = b[1] if below(a[1], b[1]) else a[1]
     return lo, hi, a[2] or b[2]
@@ -163,7 +165,7 @@ def _refusal(target: str, lo: float, hi: float, has_nan: bool) -> str:
     if has_nan:
         return ("holds NaN (kept as float32 rather than a float16 NaN)" if target == "float16"
                 else f"holds NaN, which {target} cannot represent")
-    if target in QMAX and (np.isinf(lo) or np.isinf(hi)):
+    if target in QMAX and (math.isinf(lo) or math.isinf(hi)):
         return f"holds Inf, which {target} cannot represent"
     return ""
 
@@ -196,19 +198,25 @@ def _append_chunked(writer: "_core.ShardWriter", item: Item, scratch: Scratch, t
     return _quantized_spec(item, mn, scale)
 
 
-def _append_file(writer: "_core.ShardWriter", item: Item, threads: int) -> mf.WeightSpec:
-    """One C++ call without the GIL: the file range read, its min/max, the codes appended (the
-    same two passes on `threads`). A NaN tensor is refused for float16 too (the policy above)."""
-    where = item.file_range
+def _from_files(item: Item, where: FileRange, call: Callable[[], object]):
+    """call() (a ShardWriter method reading `where`), its read failures raised as the source's
+    error naming the file and the weight."""
     try:
-        written, (lo, hi, has_nan), mn, scale = writer.append_file(
-            where.pieces, where.stored, where.count, item.target, where.codes_min, where.codes_scale, True, "", threads)
+        return call()
     except _core.TruncatedFileError as error:
         raise where.error(f"{error} (reading weight {item.name!r})") from None
     except OSError as error:  # a failed read names its file; a failed shard write passes through
         if error.filename not in {path for path, _, _ in where.pieces}:
             raise
         raise where.error(f"{error.filename}: cannot read weight {item.name!r}: {error.strerror}") from None
+
+
+def _append_file(writer: "_core.ShardWriter", item: Item, threads: int) -> mf.WeightSpec:
+    """One C++ call without the GIL: the file range read, its min/max, the codes appended (the
+    same two passes on `threads`). A NaN tensor is refused for float16 too (the policy above)."""
+    where = item.file_range
+    written, (lo, hi, has_nan), mn, scale = _from_files(item, where, lambda: writer.append_file(
+        where.pieces, where.stored, where.count, item.target, where.codes_min, where.codes_scale, True, "", threads))
     if not written:
         raise Refused(item, _refusal(item.target, lo, hi, has_nan))
     return _quantized_spec(item, mn, scale)
@@ -220,7 +228,9 @@ def _append(writer: "_core.ShardWriter", item: Item, scratch: Scratch, threads: 
         return _append_file(writer, item, threads)
     if item.target is not None:
         return _append_chunked(writer, item, scratch, threads)
-    if item.raw_chunks is not None:
+    if item.raw_range is not None:
+        _from_files(item, item.raw_range, lambda: writer.append_file_bytes(item.raw_range.pieces))
+    elif item.raw_chunks is not None:
         for chunk in item.raw_chunks(scratch):
             writer.append(chunk)
     else:
@@ -295,7 +305,7 @@ def write_groups(out_dir: Path, groups: Sequence[Sequence[Item]], shard_size: in
 def source_item(tensor: "SourceTensor", target: Optional[str]) -> Item:
     """The item that writes a source's tensor: re-quantized to target, or its stored bytes as they are."""
     item = Item(tensor.name, tensor.shape, tensor.web_dtype, quantization=tensor.quantization,
-                stored_nbytes=tensor.stored_nbytes, raw_chunks=tensor.stored_chunks)
+                stored_nbytes=tensor.stored_nbytes, raw_chunks=tensor.stored_chunks, raw_range=tensor.stored_range)
     if target:
         item.target = target
         item.chunks = tensor.float32_chunks
@@ -334,3 +344,23 @@ def write_source(source: "Source", out_dir, *, uint8: patterns.Patterns = None, 
         report.written(groups, kept)
         (tmp / source.document_name).write_bytes(mf.dumps(source.document(result)).encode())
     return report
+
+
+def quantize_model(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *,
+                   uint8: patterns.Patterns = None, uint16: patterns.Patterns = None,
+                   float16: patterns.Patterns = None, keep: patterns.Patterns = None,
+                   shard_size: int = DEFAULT_SHARD_SIZE, force: bool = False, threads: Optional[int] = None,
+                   progress: Progress = None, kind: Optional[str] = None,
+                   allow_unmatched: bool = False) -> QuantizeReport:
+    """Re-quantize a web model (float or already quantized) into out_dir: the weights the patterns
+    select get the new dtype, every other weight and every other model.json key stay as they were.
+    Other inputs (kind 'safetensors', 'npz', 'h5', 'keras' or any registered source, guessed from
+    the path when None) are written the same way, as a weights manifest and shards (a Keras model as
+    a layers model). A pattern that matches no weight is a PatternError (nothing written) unless
+    allow_unmatched."""
+    from qshard.formats.sources import open_source  # (the registry imports every source module)
+    check_shard_size(shard_size)
+    with open_source(src, kind) as source:
+        return write_source(source, out_dir, uint8=uint8, uint16=uint16, float16=float16, keep=keep,
+                            shard_size=shard_size, force=force, threads=threads, progress=progress,
+                            allow_unmatched=allow_unmatched)

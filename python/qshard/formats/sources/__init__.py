@@ -18,7 +18,9 @@ bottom of this file, that:
      C order as 1-D numpy chunks of about chunk_bytes (`pread_chunks(path, offset, nbytes, dtype)`
      for values that lie in the file as they are, `array_reader(array)` for values in memory), and
      `file_range=in_file(path, offset, nbytes, dtype)` where they lie in the file in a form the
-     C++ loop reads (float32/float16/bfloat16/float64, little-endian);
+     C++ loop reads (float32/float16/bfloat16/float64, little-endian), and
+     `stored_range=as_stored(path, offset, nbytes, dtype)` so weights written unchanged are copied
+     in C++ too;
   3. returns `Source(path, "gguf", tensors, close=...)` from an opener, and calls
      `register("gguf", opener, claims=lambda p: has_suffix(p, ".gguf"), describes=".gguf")`.
 The writer, the CLI's --from, the report, NaN/Inf fall-back and atomic output then apply as they
@@ -31,19 +33,21 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
 from qshard import dtypes
 from qshard.errors import SourceError
 from qshard.formats import manifest as mf
-from qshard.formats.file_range import FileRange
+from qshard.formats.file_range import DType, FileRange, dtype_str
 from qshard.formats.inputs import open_regular
 from qshard.formats.shards import Scratch
+from qshard.lazy import np
+
+if TYPE_CHECKING:
+    import numpy
 
 CHUNK_BYTES = 128 * 1024  # below Zen 1's L2 cliff for pread copies; see shards.ShardSet.chunks
-Reader = Callable[[Scratch, int], Iterator[np.ndarray]]  # (scratch, chunk_bytes) -> 1-D chunks in C order
+Reader = Callable[[Scratch, int], Iterator["numpy.ndarray"]]  # (scratch, chunk_bytes) -> 1-D chunks in C order
 
 
 class SourceTensor(Protocol):
@@ -56,6 +60,8 @@ class SourceTensor(Protocol):
     nbytes: int                                # bytes it takes in the input (the report's bytes in)
     stored_nbytes: int                         # bytes it takes written unquantized, as stored_chunks gives them
     file_range: Optional[FileRange]            # where its values lie in files, for the C++ loop (None: chunks)
+    stored_range: Optional[FileRange]          # where the bytes stored_chunks gives lie in files as they are
+                                               # (the writer then copies them in C++; None: stored_chunks)
 
     def float32_chunks(self, scratch: Scratch) -> Iterator[np.ndarray]:
         """Its values as 1-D float32 chunks (only asked of float32 tensors)."""
@@ -65,20 +71,23 @@ class SourceTensor(Protocol):
 
 
 # The dtype each source dtype is stored as in a web model (as tensorflowjs converts them).
-def tfjs_dtype(dtype: np.dtype) -> str:
+def tfjs_dtype(dtype: DType) -> str:
     """The tfjs dtype a source dtype becomes (SourceError when it has none)."""
-    if dtype.kind == "f":
+    code = dtype_str(dtype)  # byte order, kind, bytes per element: "<f4"
+    kind = code[1]
+    if kind == "f":
         return "float32"
-    if dtype.kind in "iu":
+    if kind in "iu":
         return "int32"
-    if dtype.kind == "b":
+    if kind == "b":
         return "bool"
-    if dtype == np.complex64 or dtype == np.complex128:
+    if code[1:] in ("c8", "c16"):
         return "complex64"
-    raise SourceError(f"dtype {dtype} has no TensorFlow.js counterpart (float, int, uint, bool and complex do)")
+    raise SourceError(f"dtype {dtype if isinstance(dtype, str) else np.dtype(dtype)} has no TensorFlow.js "
+                      f"counterpart (float, int, uint, bool and complex do)")
 
 
-def check_tensor(where: str, shape, dtype: np.dtype) -> None:
+def check_tensor(where: str, shape, dtype: DType) -> None:
     """Refuse, naming the tensor, a shape with more elements than any real tensor or a dtype tfjs
     has no counterpart for: before anything is allocated, read or written."""
     problem = mf.shape_problem(shape)
@@ -92,14 +101,16 @@ def check_tensor(where: str, shape, dtype: np.dtype) -> None:
 
 @dataclass
 class Tensor:
-    """A SourceTensor of plain values: name, shape, source dtype, and a way to read it in chunks."""
+    """A SourceTensor of plain values: name, shape, source dtype (a numpy dtype or its dtype.str,
+    "<f4"), and a way to read it in chunks."""
 
     name: str
     shape: Tuple[int, ...]
-    dtype: np.dtype
+    dtype: DType
     read: Reader
     release: Callable[[], None] = lambda: None
     file_range: Optional[FileRange] = None  # where the stored bytes lie, when the C++ loop can read them
+    stored_range: Optional[FileRange] = None  # the same, when they are already what a web model stores
     quantization: Optional[mf.Quantization] = None  # plain values are not stored quantized
 
     @property
@@ -108,7 +119,7 @@ class Tensor:
 
     @property
     def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
+        return self.size * int(dtype_str(self.dtype)[2:])
 
     @property
     def web_dtype(self) -> str:
@@ -174,11 +185,12 @@ class Source:
         self.close()
 
 
-def pread_chunks(path: Path, offset: int, nbytes: int, dtype: np.dtype) -> Reader:
+def pread_chunks(path: Path, offset: int, nbytes: int, dtype: DType) -> Reader:
     """A reader of [offset, offset + nbytes) of a file as chunks of dtype, via pread into a reused
     buffer (page-cache copies, no mapping)."""
-    def read(scratch: Scratch, chunk_bytes: int) -> Iterator[np.ndarray]:
-        step = max(chunk_bytes // dtype.itemsize, 1) * dtype.itemsize
+    def read(scratch: Scratch, chunk_bytes: int) -> Iterator["numpy.ndarray"]:
+        kind = np.dtype(dtype)
+        step = max(chunk_bytes // kind.itemsize, 1) * kind.itemsize
         fd = open_regular(path, "file", SourceError)
         try:
             buf = scratch.get(2, min(step, nbytes) if nbytes else 1)
@@ -191,7 +203,7 @@ def pread_chunks(path: Path, offset: int, nbytes: int, dtype: np.dtype) -> Reade
                 if got != len(part):
                     raise SourceError(f"{path}: file ends early (tensor bytes {offset + begin}..); "
                                       f"was it changed while being read?")
-                yield part.view(dtype)
+                yield part.view(kind)
         finally:
             os.close(fd)
     return read

@@ -5,13 +5,12 @@ import math
 from pathlib import Path
 from typing import Iterator, Tuple
 
-import numpy as np
-
 from qshard.errors import SourceError
 from qshard.formats.inputs import require_regular
 from qshard.optional import require
 from qshard.formats.shards import Scratch
 from qshard.formats.sources import Source, Tensor, check_tensor, has_suffix, register
+from qshard.lazy import np
 
 
 def check_dataset(d, where: str, error=SourceError) -> None:

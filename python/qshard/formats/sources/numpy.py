@@ -8,13 +8,12 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from qshard.errors import SourceError
-from qshard.formats.file_range import in_file
+from qshard.formats.file_range import as_stored, in_file
 from qshard.formats.inputs import check_memory, open_file, open_zip, read_exact, read_npy_header
 from qshard.formats.shards import Scratch
 from qshard.formats.sources import Source, Tensor, check_tensor, has_suffix, npy_files, pread_chunks, register
+from qshard.lazy import np
 
 
 def _npy_header(f, where: str):
@@ -57,7 +56,7 @@ def _npy_tensor(name: str, path: Path, where: str, f, end: int) -> Tensor:
     if fortran and len(shape) > 1:
         return Tensor(name, shape, dtype, _whole_fortran(path, offset, shape, dtype, where))
     return Tensor(name, shape, dtype, pread_chunks(path, offset, nbytes, dtype),
-                  file_range=in_file(path, offset, nbytes, dtype))
+                  file_range=in_file(path, offset, nbytes, dtype), stored_range=as_stored(path, offset, nbytes, dtype))
 
 
 def open_npz(path: Path) -> Source:

@@ -5,26 +5,29 @@ import math
 import os
 import struct
 from pathlib import Path
-from typing import Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterator
 
 from qshard.errors import SourceError
-from qshard.formats.file_range import in_file
+from qshard.formats.file_range import as_stored, in_file
 from qshard.formats.inputs import open_file, parse_json
 from qshard.formats.shards import Scratch
 from qshard.formats.sources import Source, Tensor, check_tensor, has_suffix, pread_chunks, register
+from qshard.lazy import np
+
+if TYPE_CHECKING:
+    import numpy
 
 MAX_HEADER = 100 << 20  # the safetensors library's own limit on the header
 
-_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": "bfloat16",
-                       "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
-                       "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_}
+# Each dtype as numpy's dtype.str of its stored bytes (bfloat16, which numpy lacks, as uint16).
+_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
+                       "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "|i1",
+                       "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "|u1", "BOOL": "|b1"}
 
 
 def _bfloat16_reader(inner):
     """bfloat16 is the top half of a float32: widen per chunk."""
-    def read(scratch: Scratch, chunk_bytes: int) -> Iterator[np.ndarray]:
+    def read(scratch: Scratch, chunk_bytes: int) -> Iterator["numpy.ndarray"]:
         for chunk in inner(scratch, chunk_bytes // 2):
             out = scratch.get(4, chunk.size * 4).view(np.uint32)
             out[...] = chunk
@@ -60,19 +63,20 @@ def open_safetensors(path: Path) -> Source:
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
                 and 0 <= offsets[0] <= offsets[1] and data_start + offsets[1] <= size):
             raise SourceError(f"{where}: data_offsets {offsets!r} fall outside the file")
-        kind = _SAFETENSORS_DTYPES[info["dtype"]]
-        stored = np.dtype(np.uint16) if kind == "bfloat16" else np.dtype(kind)
+        bfloat16 = info["dtype"] == "BF16"
+        stored = _SAFETENSORS_DTYPES[info["dtype"]]
         check_tensor(where, shape, stored)
         count = math.prod(shape)
-        if offsets[1] - offsets[0] != count * stored.itemsize:
+        if offsets[1] - offsets[0] != count * int(stored[2:]):
             raise SourceError(f"{where}: {offsets[1] - offsets[0]} bytes for shape {shape} of {info['dtype']}")
         reader = pread_chunks(path, data_start + offsets[0], offsets[1] - offsets[0], stored)
         in_place = in_file(path, data_start + offsets[0], offsets[1] - offsets[0], stored,
-                           "bfloat16" if kind == "bfloat16" else None)
+                           "bfloat16" if bfloat16 else None)
         dtype = stored
-        if kind == "bfloat16":
-            reader, dtype = _bfloat16_reader(reader), np.dtype(np.float32)
-        tensors.append(Tensor(name, tuple(shape), dtype, reader, file_range=in_place))
+        if bfloat16:
+            reader, dtype = _bfloat16_reader(reader), "<f4"
+        tensors.append(Tensor(name, tuple(shape), dtype, reader, file_range=in_place,
+                              stored_range=as_stored(path, data_start + offsets[0], offsets[1] - offsets[0], stored)))
     return Source(path, "safetensors", tensors)
 
 

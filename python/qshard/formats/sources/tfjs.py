@@ -6,13 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, Optional, Tuple
 
-import numpy as np
-
 from qshard.formats import manifest as mf
 from qshard.formats.file_range import FileRange
 from qshard.formats.shards import Scratch, ShardSet
 from qshard.formats.sources import Source, has_suffix, register
-from qshard.kernels import QuantParams, dequantize
+from qshard.lazy import np
 
 
 class WebTensor:
@@ -31,12 +29,18 @@ class WebTensor:
         """Where the stored values lie in the shard files (numeric weights only)."""
         return self.shards.file_range(self.spec)
 
+    @property
+    def stored_range(self) -> FileRange:
+        """Where the stored bytes lie in the shard files, written unchanged as they are."""
+        return self.shards.stored_range(self.spec)
+
     def float32_chunks(self, scratch: Scratch) -> Iterator[np.ndarray]:
         """The values as float32 chunks, dequantized chunk by chunk when stored quantized."""
         q = self.quantization
         if q is None:
             yield from self.shards.chunks(self.spec, scratch)
             return
+        from qshard.kernels import QuantParams, dequantize  # (the array API imports numpy)
         params = QuantParams(q.dtype, q.min, q.scale)
         for codes in self.shards.chunks(self.spec, scratch):
             out = scratch.get(1, 4 * codes.size).view(np.float32)
