@@ -248,6 +248,25 @@ def test_paths_outside_the_folder_are_refused(tmp_path, bad):
     assert not verify(model).ok
 
 
+def test_a_symlinked_folder_is_followed_only_inside_the_model(tmp_path):
+    # (shard paths are checked one part at a time: a link anywhere along one is resolved)
+    model, outside = tmp_path / "model", tmp_path / "outside"
+    (model / "real").mkdir(parents=True)
+    outside.mkdir()
+    for folder in (model / "real", outside):
+        (folder / "w.bin").write_bytes(np.float32([1.5]).tobytes())
+    os.symlink(model / "real", model / "inner")
+    os.symlink(outside, model / "outer")
+    for via, ok in [("inner", True), ("outer", False)]:
+        manifest = [{"paths": [f"{via}/w.bin"], "weights": [{"name": "w", "shape": [1], "dtype": "float32"}]}]
+        (model / "weights_manifest.json").write_text(json.dumps(manifest))
+        if ok:
+            assert tfjs.read_weights(model)["w"].tolist() == [1.5]
+        else:
+            with pytest.raises(ShardError, match="'outer/w.bin' resolves outside the model folder"):
+                tfjs.read_weights(model)
+
+
 @pytest.mark.parametrize("text,message", [
     ("", "the file is empty"),
     ("{not json", "invalid JSON"),

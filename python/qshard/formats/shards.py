@@ -14,7 +14,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from qshard import dtypes
 from qshard.errors import ShardError
@@ -44,9 +44,10 @@ def _browser_problem(path: str) -> str:
     return ""
 
 
-def safe_shard_path(folder: Path, path: str, source: str) -> Path:
+def safe_shard_path(folder: Path, path: str, source: str, real_folder: Optional[str] = None) -> Path:
     """folder/path, refusing URLs, absolute paths, '..', symlinks that leave the folder, and
-    characters a browser resolves differently from the file system."""
+    characters a browser resolves differently from the file system. real_folder: the folder's
+    os.path.realpath, when the caller has it (a model of many shards resolves it once)."""
     if "://" in path or path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
         raise ShardError(f"{source}: shard path {path!r} is not a relative file name inside the model folder")
     parts = path.replace("\\", "/").split("/")
@@ -57,9 +58,16 @@ def safe_shard_path(folder: Path, path: str, source: str) -> Path:
         raise ShardError(f"{source}: shard path {path!r} holds {problem}, so a browser would fetch "
                          f"another file than the one on disk")
     full = folder / path
-    real_folder, real = os.path.realpath(folder), os.path.realpath(full)
-    if os.path.commonpath([real_folder, real]) != real_folder:
-        raise ShardError(f"{source}: shard path {path!r} resolves outside the model folder (symlink)")
+    real_folder = real_folder or os.path.realpath(folder)
+    # With '..' refused, only a symlink among path's own parts can lead out: one lstat a part
+    # (realpath of the whole path would lstat every folder above it again, for every shard).
+    here = real_folder
+    for part in parts:
+        here = os.path.join(here, part)
+        if os.path.islink(here):
+            if os.path.commonpath([real_folder, os.path.realpath(full)]) != real_folder:
+                raise ShardError(f"{source}: shard path {path!r} resolves outside the model folder (symlink)")
+            break
     return full
 
 
@@ -230,8 +238,9 @@ class ShardSet:
         source = str(model.path)
         self.groups: List[GroupBytes] = []
         self.where = {}
+        real_folder = os.path.realpath(model.folder)
         for gi, group in enumerate(model.groups):
-            data = GroupBytes([safe_shard_path(model.folder, p, source) for p in group.paths])
+            data = GroupBytes([safe_shard_path(model.folder, p, source, real_folder) for p in group.paths])
             self.groups.append(data)
             self.where.update(locate_group(gi, group, data, source, check))
 
