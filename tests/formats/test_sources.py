@@ -107,6 +107,28 @@ def test_h5_matches_in_memory(tmp_path):
     same_output(tmp_path / "out", in_memory(ordered, tmp_path, uint8=["*kernel*", "embed*"]))
 
 
+def test_a_whole_keras_model_h5_says_how_to_get_a_layers_model(tmp_path):
+    # Read as h5 (weights under their dataset names), as asked; the report and the command say that
+    # --from keras makes the layers model a whole-model file was probably meant for.
+    import h5py
+    for name, config in [("weights.h5", None), ("model.h5", '{"class_name": "Sequential"}')]:
+        with h5py.File(tmp_path / name, "w") as f:
+            f.create_dataset("dense/kernel", data=np.ones((2, 3), np.float32))
+            if config:
+                f.attrs["model_config"] = config
+        report = tfjs.quantize_model(tmp_path / name, tmp_path / f"out-{name}", uint8=True)
+        assert [bool(report.notes), name] == [bool(config), name]
+        done = subprocess.run([sys.executable, "-m", "qshard", "quantize", str(tmp_path / name),
+                               str(tmp_path / f"cli-{name}"), "--uint8", "-q"], capture_output=True, text=True)
+        assert done.returncode == 0 and done.stdout == ""
+        if config:
+            assert done.stderr == (f"qshard: note: {tmp_path / name} holds a whole Keras model: its weights were "
+                                   f"written as a weights manifest under their HDF5 dataset names; --from keras "
+                                   f"writes a tfjs layers model (model.json) instead\n")
+        else:
+            assert done.stderr == ""
+
+
 def test_bad_inputs_are_clear(tmp_path):
     (tmp_path / "model.bin").write_bytes(b"\0" * 10)
     with pytest.raises(SourceError, match="supported: a tfjs web model.*safetensors.*npz.*h5"):

@@ -62,6 +62,8 @@ def test_pause(progress):
 def say(report, output, quiet: bool) -> None:
     """What a conversion did: warnings on stderr, the summary on stdout (unless quiet)."""
     from qshard.formats.summary import human
+    for note in report.notes:
+        print(f"qshard: note: {note}", file=sys.stderr)
     for pattern in report.unmatched_patterns:
         print(f"qshard: warning: pattern {pattern!r} matches no weight (--allow-unmatched)", file=sys.stderr)
     if report.widened:

@@ -75,6 +75,7 @@ class QuantizeReport:
     # (name, stored, new): already-quantized weights re-quantized to a wider dtype, which costs bytes
     # and cannot bring back what the narrower codes lost.
     widened: List[Tuple[str, str, str]] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)  # what the source said of how it read the input
     _explicit: Set[str] = field(default_factory=set, repr=False)  # names a pattern (not a bare flag) matched
 
     @classmethod
@@ -331,6 +332,7 @@ def write_source(source: "Source", out_dir, *, uint8: patterns.Patterns = None, 
         raise SourceError(f"{source.path}: duplicate tensor name {duplicate!r}")
     report, targets = QuantizeReport.plan(names, out_dir, uint8, uint16, float16, keep, str(source.path),
                                           allow_unmatched)
+    report.notes = list(source.notes)
     groups = []
     for group in source.tensor_groups():
         row = []

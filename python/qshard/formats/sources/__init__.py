@@ -173,6 +173,7 @@ class Source:
     document: Callable[[Sequence[mf.Group]], Any] = _manifest  # the written groups -> the JSON to write
     document_name: str = mf.MANIFEST_NAME
     inputs: List[Path] = field(default_factory=list)  # files no output may overwrite (default: path)
+    notes: List[str] = field(default_factory=list)  # what the user should know of how it was read
 
     def tensor_groups(self) -> List[List[SourceTensor]]:
         """The tensors group by group, as the output keeps them."""

@@ -65,7 +65,11 @@ def open_h5(path: Path) -> Source:
     if not tensors:
         f.close()
         raise SourceError(f"{path}: no numeric datasets in this HDF5 file")
-    return Source(path, "h5", tensors, close=f.close)
+    notes = []
+    if "model_config" in f.attrs:
+        notes.append(f"{path} holds a whole Keras model: its weights were written as a weights manifest "
+                     f"under their HDF5 dataset names; --from keras writes a tfjs layers model (model.json) instead")
+    return Source(path, "h5", tensors, close=f.close, notes=notes)
 
 
 def _reader(f, name: str, where: str):
