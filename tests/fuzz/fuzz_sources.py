@@ -52,7 +52,7 @@ def read_all(source):
     scratch = Scratch()
     try:
         for tensor in source.tensors:
-            for _ in tensor.float32_chunks(scratch) if tensor.dtype.kind == "f" else tensor.stored_chunks(scratch):
+            for _ in tensor.float32_chunks(scratch) if tensor.web_dtype == "float32" else tensor.stored_chunks(scratch):
                 pass
     finally:
         source.close()
