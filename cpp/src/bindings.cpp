@@ -298,7 +298,7 @@ PYBIND11_MODULE(_core, m) {
             PyErr_SetObject(PyExc_OSError, error.ptr());
         }
     });
-    py::register_exception<TruncatedFile>(m, "TruncatedFileError", PyExc_OSError);
+    py::register_exception<ChangedFile>(m, "ChangedFileError", PyExc_OSError);
     m.doc() = "qshard's C++ kernels (use the qshard package, not this module, directly)";
 #ifdef QSHARD_VERSION
     m.attr("__version__") = QSHARD_VERSION;  // set by the build (scikit-build-core's project version)

@@ -40,9 +40,17 @@ public:
         try {
             for (const FilePiece& piece : pieces) {
                 if (piece.bytes == 0) continue;
-                const int fd = ::open(piece.path.c_str(), O_RDONLY | O_CLOEXEC);
+                // O_NONBLOCK: a FIFO swapped in for the file since it was checked must not block
+                // the open (a regular file's reads ignore the flag).
+                const int fd = ::open(piece.path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
                 if (fd < 0) throw std::system_error(errno, std::generic_category(), piece.path);
                 fds_.push_back(fd);
+                struct stat info;
+                if (::fstat(fd, &info) != 0) throw std::system_error(errno, std::generic_category(), piece.path);
+                if (S_ISDIR(info.st_mode)) throw std::system_error(EISDIR, std::generic_category(), piece.path);
+                if (!S_ISREG(info.st_mode))
+                    throw ChangedFile(piece.path + ": is no longer a regular file (a FIFO, socket or device stands "
+                                                   "there now; was it replaced while qshard read it?)");
                 pieces_.push_back(piece);
                 starts_.push_back(total_);
                 total_ += piece.bytes;
@@ -92,7 +100,7 @@ private:
                 struct stat info;
                 const std::string now =
                     ::fstat(fds_[index], &info) == 0 ? std::to_string(info.st_size) + " bytes" : "fewer bytes";
-                throw TruncatedFile(path + ": file ends early: byte " + std::to_string(at) +
+                throw ChangedFile(path + ": file ends early: byte " + std::to_string(at) +
                                     " of it is missing (the file holds " + now +
                                     " now; was it changed while qshard read it?)");
             }

@@ -3,6 +3,7 @@ shards, safetensors and .npz give the bytes of the Python chunk loop and of the 
 every size that matters; a file cut short while converting is a clear error, not a crash."""
 import os
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -199,4 +200,32 @@ def test_a_tfjs_shard_cut_short_while_copying_a_weight(tmp_path):
     last = sorted(src.glob("group1-shard*.bin"))[-1]
     with pytest.raises(ShardError, match=re.escape(str(last)) + ": file ends early.*weight .ids."):
         tfjs.quantize_model(src, tmp_path / "out", uint8=True, progress=truncate_once(last, 10))
+    assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+@pytest.mark.parametrize("swapped", ["quantized", "copied"])
+def test_a_shard_replaced_by_a_fifo_while_converting_is_an_error_not_a_hang(tmp_path, swapped):
+    # The C++ loop opens the files by path again: a FIFO put there since they were checked must not
+    # block that open (nobody writes to it), whether the weight is quantized or copied as it is.
+    dtype = np.float32 if swapped == "quantized" else np.int32
+    src = tfjs_model(tmp_path / "src", {"a": np.ones(10, np.float32), "b": np.ones(100_000, dtype)})
+    last = sorted(src.glob("group1-shard*.bin"))[-1]
+
+    def swap(done, total):
+        if last.is_file():
+            last.unlink()
+            os.mkfifo(last)
+
+    def unblock():  # (should the open block after all: a writer ends it, and the test fails instead of hanging)
+        try:
+            os.close(os.open(last, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    watchdog = threading.Timer(60, unblock)
+    watchdog.start()
+    try:
+        with pytest.raises(ShardError, match=re.escape(str(last)) + ": is no longer a regular file.*weight .b."):
+            tfjs.quantize_model(src, tmp_path / "out", uint8=True, progress=swap)
+    finally:
+        watchdog.cancel()
     assert sorted(os.listdir(tmp_path)) == ["src"]

@@ -226,7 +226,7 @@ def test_truncated_and_unreadable_files_raise_naming_the_file(tmp_path, read_buf
     os.truncate(pieces[1][0], len(data) // 3)  # the second file lost its end after planning
     for call in (lambda: _core.minmax_file(pieces, "float32", n, threads=2),
                  lambda: append(tmp_path, pieces, "float32", n, "uint8", threads=2)):
-        with pytest.raises(_core.TruncatedFileError, match="piece1.bin: file ends early") as error:
+        with pytest.raises(_core.ChangedFileError, match="piece1.bin: file ends early") as error:
             call()
         assert isinstance(error.value, OSError)
     missing = [(str(tmp_path / "gone.bin"), 0, 4)]

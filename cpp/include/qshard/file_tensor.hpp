@@ -62,8 +62,9 @@ struct StoredTensor {
     double codes_scale = 1.0;
 };
 
-// A range that ended before its last byte: the file is shorter than when the tensor was planned.
-class TruncatedFile : public std::runtime_error {
+// A file that changed under the reader: a range that ended before its last byte (the file is
+// shorter than when the tensor was planned), or a path where a FIFO or device now stands.
+class ChangedFile : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;  // what(): "<path>: ..."
 };
@@ -80,7 +81,7 @@ MinMaxKeys minmax_file(const Kernels& k, const StoredTensor& t, unsigned threads
 // Both passes. The range comes first; the tensor is refused, before a byte is appended, when it
 // holds NaN or Inf and the target is u8/u16 (no affine parameters exist for them), or when it
 // holds NaN, the target is f16 and refuse_nan is set (float16 can store NaN: the caller decides).
-// Read failures throw std::system_error (errno, path) or TruncatedFile.
+// Read failures throw std::system_error (errno, path) or ChangedFile.
 FileQuantized append_file(ShardWriter& writer, const Kernels& k, const StoredTensor& t, Target target,
                           bool refuse_nan, unsigned threads);
 

@@ -204,7 +204,7 @@ def _from_files(item: Item, where: FileRange, call: Callable[[], object]):
     error naming the file and the weight."""
     try:
         return call()
-    except _core.TruncatedFileError as error:
+    except _core.ChangedFileError as error:
         raise where.error(f"{error} (reading weight {item.name!r})") from None
     except OSError as error:  # a failed read names its file; a failed shard write passes through
         if error.filename not in {path for path, _, _ in where.pieces}:
