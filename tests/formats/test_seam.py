@@ -68,6 +68,15 @@ def test_a_registered_kind_through_the_cli(tmp_path, fake_kind, capsys):
     assert not (tmp_path / "out3").exists()
 
 
+@pytest.mark.parametrize("spelling", [np.dtype(np.int64), np.int64, "int64", "<i8"])
+def test_a_tensor_dtype_in_any_numpy_spelling(spelling):
+    # (sources on the numpy-free path give dtype.str, "<i8"; others numpy's own objects or names)
+    tensor = sources.Tensor("steps", (5,), spelling, sources.array_reader(np.arange(5, dtype=np.int64)))
+    assert (tensor.web_dtype, tensor.nbytes, tensor.stored_nbytes) == ("int32", 40, 20)
+    chunks = list(tensor.stored_chunks(Scratch()))
+    assert np.concatenate(chunks).view(np.int32).tolist() == [0, 1, 2, 3, 4]
+
+
 def test_every_builtin_kind_is_registered_in_guessing_order():
     assert sources.KINDS == ("tfjs", "safetensors", "npz", "h5", "keras")
     with pytest.raises(SourceError, match="unknown source kind 'gguf'"):

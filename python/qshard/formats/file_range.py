@@ -9,6 +9,7 @@ unchanged whose file bytes are already what a web model stores (`as_stored`) is 
 """
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from typing import Optional, Tuple, Type, Union
@@ -38,9 +39,15 @@ class FileRange:
 DType = Union["np.dtype", str]  # a numpy dtype, or its dtype.str ("<f4"): sources need not import numpy
 
 
+_DTYPE_STR = re.compile(r"[<>|][a-zA-Z]\d+")  # byte order, kind, bytes per element: what dtype.str gives
+
+
 def dtype_str(dtype: DType) -> str:
-    """numpy's dtype.str of a dtype ("<f4"), without importing numpy when given one already."""
-    return dtype if isinstance(dtype, str) else np.dtype(dtype).str
+    """numpy's dtype.str of a dtype ("<f4"), without importing numpy when given one already
+    (any other spelling, "float32" or np.float32, goes through numpy)."""
+    if isinstance(dtype, str) and _DTYPE_STR.fullmatch(dtype):
+        return dtype
+    return np.dtype(dtype).str
 
 
 def stored_form(dtype: DType) -> Optional[str]:
