@@ -1,6 +1,6 @@
 """Start-up: `qshard info` and `qshard quantize` of float32 tfjs and safetensors models run without
-importing numpy (~75 ms, more than half of the command's start-up before it; qshard/lazy.py), and
-JSON nesting is measured without it."""
+importing numpy (~75 ms, more than half of the command's start-up before it; qshard/lazy.py), JSON
+nesting is measured without it, and a command builds its own sub-parser alone."""
 import json
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from qshard import tfjs
+from qshard import cli, tfjs
 from qshard.errors import InputError
 from qshard.formats.inputs import MAX_JSON_DEPTH, nesting, parse_json
 from support.files import same_output, write_safetensors
@@ -81,3 +81,14 @@ def test_nesting_of_plain_values_and_mixed_documents():
     assert nesting(3) == nesting("[[") == 0
     assert nesting([]) == nesting({}) == 1
     assert nesting({"a": [1, {"b": []}], "c": {"d": 2}}) == 4
+
+
+@pytest.mark.parametrize("name", sorted(cli.NAMES))
+def test_a_command_parses_alike_with_its_own_parser_alone(name, capsys):
+    # `qshard NAME ...` builds NAME's sub-parser only (the others cost start-up): same help, same args.
+    texts = []
+    for parser in (cli.build_parser(), cli.build_parser(name)):
+        with pytest.raises(SystemExit):
+            parser.parse_args([name, "--help"])
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1] and f"usage: qshard {name}" in texts[0]  # (the help lists every option)

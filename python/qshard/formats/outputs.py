@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
@@ -154,6 +153,7 @@ _AT_FDCWD = -100
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one rename (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes  # (here: its import is ~2 ms of every command's start-up, and only --force needs it)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
