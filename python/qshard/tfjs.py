@@ -5,7 +5,6 @@ folder stock tfjs loads; `write_weights` / `read_weights` mirror tensorflowjs's 
 """
 from qshard.formats.webmodel import (
            WebModel,
-           quantize_model,
            read_weights,
            write_weights,
 )
@@ -14,6 +13,7 @@ from qshard.formats.writer import (
            Kept,
            QuantizeReport,
            atomic_folder,
+           quantize_model,
 )
 
 __all__ = ["DEFAULT_SHARD_SIZE", "Kept", "QuantizeReport", "WebModel", "atomic_folder", "quantize_model",

@@ -28,10 +28,8 @@ from qshard.formats.writer import (
     atomic_folder,
     check_shard_size,
     first_duplicate,
-    quantize_model,
     whole,
     write_groups,
-    write_source,
 )
 from qshard.kernels import QuantParams, dequantize
 

@@ -51,7 +51,7 @@ def bench_browser(model: Union[str, os.PathLike], work_dir: Union[str, os.PathLi
     start of the load to the first prediction's output, and count the bytes the server sent. A
     variant folder already in work_dir is replaced only if force."""
     from qshard.formats import manifest as mf
-    from qshard.formats import webmodel as tfjs_mod
+    from qshard.formats.writer import quantize_model
     if repeat < 1:
         raise ValueError(f"--repeat must be at least 1, got {repeat}")
     unknown = [v for v in variants if v not in VARIANTS]
@@ -71,7 +71,7 @@ def bench_browser(model: Union[str, os.PathLike], work_dir: Union[str, os.PathLi
         # same shard layout and only the stored dtype differs.
         if progress:
             progress(f"writing the {v} variant")
-        tfjs_mod.quantize_model(model, work / v, **({} if v == "float32" else {v: True}), force=force)
+        quantize_model(model, work / v, **({} if v == "float32" else {v: True}), force=force)
         folders[v] = work / v / mf.find_model_file(model).name
     cold: Dict[str, List[float]] = {v: [] for v in variants}
     warm: Dict[str, List[float]] = {v: [] for v in variants}
