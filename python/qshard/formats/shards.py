@@ -12,7 +12,7 @@ import bisect
 import math
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -260,13 +260,13 @@ class ShardSet:
             yield part.view(dtype)
 
     def file_range(self, spec: mf.WeightSpec) -> FileRange:
-        """Where a numeric weight's stored bytes lie in the shard files, for the C++ loop."""
-        loc = self.where[spec.name]
+        """Where a numeric weight's stored values lie in the shard files, for the C++ loop: its
+        stored range, with the min and scale its uint8/uint16 codes mean."""
+        where = self.stored_range(spec)
         q = spec.quantization
-        codes = (q.min, q.scale) if q is not None and q.dtype in dtypes.AFFINE_QMAX else (0.0, 1.0)
-        count = loc.nbytes // dtypes.TABLE[spec.stored_dtype].itemsize
-        return FileRange(self.groups[loc.group].pieces(loc.offset, loc.nbytes), spec.stored_dtype, count, *codes,
-                         error=ShardError)
+        if q is not None and q.dtype in dtypes.AFFINE_QMAX:
+            where = replace(where, codes_min=q.min, codes_scale=q.scale)
+        return where
 
     def stored_range(self, spec: mf.WeightSpec) -> FileRange:
         """Where a weight's stored bytes (codes, strings and all) lie in the shard files."""
