@@ -14,12 +14,15 @@ import sys
 from dataclasses import dataclass
 from typing import Optional, Tuple, Type, Union
 
+from qshard import dtypes
 from qshard.errors import QshardError, SourceError
 from qshard.lazy import np
 
 # The stored forms the C++ loop widens to float32 itself (little-endian only), by numpy dtype string;
 # bfloat16 (no numpy dtype) and tfjs uint8/uint16 codes are named by their sources.
-_FORMS = {"<f4": ("float32", 4), "<f2": ("float16", 2), "<f8": ("float64", 8)}
+_FORMS = {"<f4": "float32", "<f2": "float16", "<f8": "float64"}
+# The weight dtypes a web model stores as plain little-endian values, by numpy dtype string.
+_WEB_STORED = {d.numpy: name for name, d in dtypes.TABLE.items() if d.weight and d.numpy}
 
 
 @dataclass(frozen=True)
@@ -50,16 +53,21 @@ def dtype_str(dtype: DType) -> str:
     return np.dtype(dtype).str
 
 
+def itemsize(dtype: DType) -> int:
+    """Bytes per element of a dtype, read from its dtype.str ("<f4": 4)."""
+    return int(dtype_str(dtype)[2:])
+
+
+def _one_piece(path, offset: int, nbytes: int, dtype: DType, form: str,
+               error: Type[QshardError] = SourceError) -> FileRange:
+    return FileRange(((str(path), int(offset), int(nbytes)),), form, int(nbytes) // itemsize(dtype), error=error)
+
+
 def stored_form(dtype: DType) -> Optional[str]:
     """The C++ loop's name for a numpy dtype it can read straight from a file, else None."""
     if sys.byteorder != "little":
         return None
-    form = _FORMS.get(dtype_str(dtype))  # (native order is "<" here; ">" is not read)
-    return form[0] if form else None
-
-
-# The numpy dtype strings of the weight dtypes a web model stores as plain little-endian values.
-_WEB_STORED = {"<f4": ("float32", 4), "<i4": ("int32", 4), "|b1": ("bool", 1), "<c8": ("complex64", 8)}
+    return _FORMS.get(dtype_str(dtype))  # (native order is "<" here; ">" is not read)
 
 
 def as_stored(path, offset: int, nbytes: int, dtype: DType, error: Type[QshardError] = SourceError) -> Optional[FileRange]:
@@ -67,16 +75,12 @@ def as_stored(path, offset: int, nbytes: int, dtype: DType, error: Type[QshardEr
     stores for the tensor unquantized (float32, int32, bool, complex64), else None (float64,
     int64, float16... are converted first)."""
     form = _WEB_STORED.get(dtype_str(dtype)) if sys.byteorder == "little" else None
-    if form is None:
-        return None
-    return FileRange(((str(path), int(offset), int(nbytes)),), form[0], int(nbytes) // form[1], error=error)
+    return None if form is None else _one_piece(path, offset, nbytes, dtype, form, error)
 
 
 def in_file(path, offset: int, nbytes: int, dtype: DType, stored: Optional[str] = None) -> Optional[FileRange]:
     """A one-piece FileRange for nbytes at offset of path, or None when the form is not readable
-    by the C++ loop (stored names a form numpy has no dtype for, e.g. bfloat16)."""
+    by the C++ loop. dtype is the numpy dtype of the stored bytes; stored names a form numpy has no
+    dtype for (bfloat16, stored as uint16)."""
     form = stored or stored_form(dtype)
-    if form is None:
-        return None
-    itemsize = 2 if form == "bfloat16" else _FORMS[dtype_str(dtype)][1]
-    return FileRange(((str(path), int(offset), int(nbytes)),), form, int(nbytes) // itemsize)
+    return None if form is None else _one_piece(path, offset, nbytes, dtype, form)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 from qshard import dtypes
 from qshard.errors import SourceError
 from qshard.formats import manifest as mf
-from qshard.formats.file_range import DType, FileRange, dtype_str
+from qshard.formats.file_range import DType, FileRange, dtype_str, itemsize
 from qshard.formats.inputs import open_regular
 from qshard.formats.shards import Scratch
 from qshard.lazy import np
@@ -83,8 +83,8 @@ def tfjs_dtype(dtype: DType) -> str:
         return "bool"
     if code[1:] in ("c8", "c16"):
         return "complex64"
-    raise SourceError(f"dtype {dtype if isinstance(dtype, str) else np.dtype(dtype)} has no TensorFlow.js "
-                      f"counterpart (float, int, uint, bool and complex do)")
+    raise SourceError(f"dtype {np.dtype(dtype)} has no TensorFlow.js counterpart (float, int, uint, bool and "
+                      f"complex do)")
 
 
 def check_tensor(where: str, shape, dtype: DType) -> None:
@@ -119,7 +119,7 @@ class Tensor:
 
     @property
     def nbytes(self) -> int:
-        return self.size * int(dtype_str(self.dtype)[2:])
+        return self.size * itemsize(self.dtype)
 
     @property
     def web_dtype(self) -> str:
@@ -157,10 +157,6 @@ class Tensor:
                 yield out.view(np.uint8)
 
 
-def _manifest(groups: Sequence[mf.Group]) -> Any:
-    return mf.dump_manifest(groups)
-
-
 @dataclass
 class Source:
     """A model's tensors in file order, in groups, and the JSON document written beside the shards."""
@@ -170,7 +166,7 @@ class Source:
     tensors: List[SourceTensor]
     groups: Optional[List[List[SourceTensor]]] = None  # None: every tensor in one group
     close: Callable[[], None] = lambda: None
-    document: Callable[[Sequence[mf.Group]], Any] = _manifest  # the written groups -> the JSON to write
+    document: Callable[[Sequence[mf.Group]], Any] = mf.dump_manifest  # the written groups -> the JSON to write
     document_name: str = mf.MANIFEST_NAME
     inputs: List[Path] = field(default_factory=list)  # files no output may overwrite (default: path)
     notes: List[str] = field(default_factory=list)  # what the user should know of how it was read

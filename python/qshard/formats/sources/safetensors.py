@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from qshard.errors import SourceError
-from qshard.formats.file_range import as_stored, in_file
+from qshard.formats.file_range import as_stored, in_file, itemsize
 from qshard.formats.inputs import open_file, parse_json
 from qshard.formats.shards import Scratch
 from qshard.formats.sources import Source, Tensor, check_tensor, has_suffix, pread_chunks, register
@@ -67,7 +67,7 @@ def open_safetensors(path: Path) -> Source:
         stored = _SAFETENSORS_DTYPES[info["dtype"]]
         check_tensor(where, shape, stored)
         count = math.prod(shape)
-        if offsets[1] - offsets[0] != count * int(stored[2:]):
+        if offsets[1] - offsets[0] != count * itemsize(stored):
             raise SourceError(f"{where}: {offsets[1] - offsets[0]} bytes for shape {shape} of {info['dtype']}")
         reader = pread_chunks(path, data_start + offsets[0], offsets[1] - offsets[0], stored)
         in_place = in_file(path, data_start + offsets[0], offsets[1] - offsets[0], stored,
